@@ -53,9 +53,21 @@ class PrefectServer:
         env.pop("PREFECT_API_URL", None)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start",
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -68,8 +80,9 @@ class PrefectServer:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"prefect server not healthy after {timeout}s:\n"
-                           f"{self.log_path.read_text()[-4000:]}")
+        raise RuntimeError(
+            f"prefect server not healthy after {timeout}s:\n{self.log_path.read_text()[-4000:]}"
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
