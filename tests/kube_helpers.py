@@ -1,0 +1,507 @@
+"""Kubernetes test helpers: render Jobs, a recording stand-in Kubernetes API, and a local pod.
+
+No Kubernetes cluster runs on these machines. What these helpers give instead, each named for
+what it is:
+
+- `render_deployment_job(...)`: the exact Job body the prefect-kubernetes worker would submit
+  for a deployment in prefect.yaml (KubernetesWorkerJobConfiguration.from_template_and_values
+  then prepare_for_flow_run), offline.
+- `StandinKubernetesApi`: a tiny HTTP server on 127.0.0.1 that answers the few Kubernetes API
+  calls a worker / our infra flow makes and RECORDS every request body. It is not Kubernetes:
+  it does no validation, scheduling or admission.
+- `write_kubeconfig(...)`: a kubeconfig pointing at the stand-in.
+- `record_worker_submission(...)`: runs the real `prefect worker start --type kubernetes
+  --run-once` against the stand-in and returns the recorded Job body.
+- `pod_command(job)`: the (args, env) of the Job's container.
+- `replay_pod_locally(...)`: runs that args + env as a local process ("a local pod"), with the
+  Secret's files materialized in a temp dir and the mount paths / image working directory
+  rewritten to local ones. Read the flow run's state from the API afterwards:
+  `prefect flow-run execute` exits 0 even when the flow fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = REPO_ROOT / "prefect.yaml"
+IMAGE_WORKDIR = "/opt/kubetrain"
+SSH_MOUNT_DIR = "/var/run/secrets/kubetrain/ssh"
+_PATH_MAP_ENV = "KUBETRAIN_TEST_PATH_MAP"
+
+# Loaded by the replayed process through PYTHONPATH: maps the image's paths (the pull step's
+# /opt/kubetrain) to local ones, so the recorded args and pull steps run unchanged.
+_SITECUSTOMIZE = """
+import os as _os
+
+_mapping = [
+    item.split("=", 1)
+    for item in _os.environ.get("KUBETRAIN_TEST_PATH_MAP", "").split(";")
+    if "=" in item
+]
+_real_chdir = _os.chdir
+
+
+def _mapped_chdir(path):
+    text = _os.fspath(path)
+    for src, dst in _mapping:
+        if text == src or text.startswith(src.rstrip("/") + "/"):
+            text = dst + text[len(src.rstrip("/")):]
+            break
+    return _real_chdir(text)
+
+
+_os.chdir = _mapped_chdir
+"""
+
+
+# --------------------------------------------------------------------------- prefect.yaml
+
+
+def load_prefect_yaml(path: Path = PREFECT_YAML) -> dict[str, Any]:
+    """The parsed prefect.yaml (anchors resolved)."""
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def deployment_spec(name: str, path: Path = PREFECT_YAML) -> dict[str, Any]:
+    """One deployment entry of prefect.yaml by name."""
+    for dep in load_prefect_yaml(path)["deployments"]:
+        if dep["name"] == name:
+            return dict(dep)
+    raise KeyError(f"no deployment {name!r} in {path}")
+
+
+def kubernetes_deployments(pool: str = "kubetrain-k8s", path: Path = PREFECT_YAML) -> list[str]:
+    """Names of the prefect.yaml deployments that run on the Kubernetes pool."""
+    return [
+        d["name"] for d in load_prefect_yaml(path)["deployments"] if d["work_pool"]["name"] == pool
+    ]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_deployment_job(
+    deployment_name: str,
+    *,
+    template: Mapping[str, Any] | None = None,
+    flow_run_job_variables: Mapping[str, Any] | None = None,
+    worker_env: Mapping[str, str] | None = None,
+    flow_name: str = "train",
+) -> dict[str, Any]:
+    """The exact Job the worker would submit for one flow run of a prefect.yaml deployment.
+
+    Offline: fake API objects (random ids) stand for the flow run, deployment, flow and pool.
+    `worker_env` are Prefect settings the worker process has set explicitly (e.g.
+    PREFECT_API_URL); the worker copies them into the Job's env.
+    """
+    import prefect.settings
+    from prefect.settings import temporary_settings
+
+    from flows.work_pool import load_base_job_template, render_job_manifest, sample_flow_run_objects
+
+    spec = deployment_spec(deployment_name)
+    job_variables = dict(spec["work_pool"].get("job_variables") or {})
+    job_variables.update(flow_run_job_variables or {})
+    objects = sample_flow_run_objects(
+        deployment_name=deployment_name,
+        flow_name=flow_name,
+        job_variables=job_variables,
+        pool_name=spec["work_pool"]["name"],
+    )
+    updates = {getattr(prefect.settings, k): v for k, v in (worker_env or {}).items()}
+    with temporary_settings(updates=updates):
+        return asyncio.run(
+            render_job_manifest(template or load_base_job_template(), job_variables, **objects)
+        )
+
+
+def pod_command(job: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The first container's args and env (name -> value) of a Job body."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        if "value" in item and item["value"] is not None:
+            env[item["name"]] = str(item["value"])
+    return [str(a) for a in container.get("args") or []], env
+
+
+def secret_mounts(job: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Secret volumes of a Job's pod by mount path: {mount_path: {secretName, items, ...}}."""
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    result: dict[str, dict[str, Any]] = {}
+    for mount in pod["containers"][0].get("volumeMounts") or []:
+        vol = volumes.get(mount["name"], {})
+        if "secret" in vol:
+            result[mount["mountPath"]] = vol["secret"] | {"readOnly": mount.get("readOnly")}
+    return result
+
+
+# --------------------------------------------------------------------------- stand-in API
+
+
+@dataclass
+class RecordedRequest:
+    """One request the stand-in received."""
+
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class StandinKubernetesApi:
+    """A recording stand-in for the Kubernetes API on 127.0.0.1 (NOT Kubernetes).
+
+    Answers: POST .../jobs|secrets|<any collection> -> 201 with the object (name from
+    generateName, a uid); GET of an object it stored -> 200, else 404; PUT/PATCH of a stored
+    object -> 200 and replaced/merged; GET of a collection -> an empty or stored list;
+    GET /api/v1/namespaces/kube-system -> a namespace with a uid. Every request is recorded.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.requests: list[RecordedRequest] = []
+        self.objects: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _body(self) -> Any:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    return json.loads(raw) if raw else None
+                except ValueError:
+                    return raw.decode(errors="replace")
+
+            def _send(self, status: int, obj: Any) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                path = self.path.split("?", 1)[0].rstrip("/")
+                body = self._body() if self.command in ("POST", "PUT", "PATCH") else None
+                with api._lock:
+                    api.requests.append(
+                        RecordedRequest(self.command, self.path, body, dict(self.headers))
+                    )
+                    status, answer = api._answer(self.command, path, body)
+                self._send(status, answer)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "GET" and path == "/api/v1/namespaces/kube-system":
+            return 200, {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": "kube-system", "uid": "00000000-0000-0000-0000-000000000001"},
+            }
+        if method == "POST":
+            obj = dict(body or {})
+            meta = dict(obj.get("metadata") or {})
+            if not meta.get("name"):
+                meta["name"] = f"{meta.get('generateName', 'obj-')}{uuid.uuid4().hex[:5]}"
+            key = f"{path}/{meta['name']}"
+            if key in self.objects:
+                return 409, _status(409, "AlreadyExists", f"{meta['name']} already exists")
+            meta.setdefault("uid", str(uuid.uuid4()))
+            ns = _namespace_of(path)
+            if ns:
+                meta.setdefault("namespace", ns)
+            obj["metadata"] = meta
+            self.objects[key] = obj
+            return 201, obj
+        if method in ("PUT", "PATCH"):
+            if path not in self.objects:
+                return 404, _status(404, "NotFound", f"{path} not found")
+            if method == "PUT":
+                self.objects[path] = dict(body or {})
+            else:
+                self.objects[path] = _merge(self.objects[path], body or {})
+            return 200, self.objects[path]
+        if method == "GET":
+            if path in self.objects:
+                return 200, self.objects[path]
+            items = [o for k, o in self.objects.items() if k.rsplit("/", 1)[0] == path]
+            if items or _is_collection(path):
+                return 200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}
+            return 404, _status(404, "NotFound", f"{path} not found")
+        if method == "DELETE":
+            if self.objects.pop(path, None) is None:
+                return 404, _status(404, "NotFound", f"{path} not found")
+            return 200, _status(200, "Success", "deleted")
+        return 405, _status(405, "MethodNotAllowed", method)
+
+    def start(self) -> StandinKubernetesApi:
+        """Start serving in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> StandinKubernetesApi:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def created(self, resource: str) -> list[dict[str, Any]]:
+        """Bodies of the POSTs to a collection whose last path segment is `resource`."""
+        with self._lock:
+            return [
+                r.body
+                for r in self.requests
+                if r.method == "POST" and r.path.split("?", 1)[0].rstrip("/").endswith(resource)
+            ]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Job bodies submitted (POST .../namespaces/<ns>/jobs)."""
+        return self.created("/jobs")
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure" if code >= 400 else "Success",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def _namespace_of(path: str) -> str | None:
+    parts = path.split("/")
+    if "namespaces" in parts:
+        i = parts.index("namespaces")
+        if i + 2 < len(parts):
+            return parts[i + 1]
+    return None
+
+
+def _is_collection(path: str) -> bool:
+    parts = [p for p in path.split("/") if p]
+    # /api/v1/<res>, /api/v1/namespaces/<ns>/<res>,
+    # /apis/<g>/<v>/<res>, /apis/<g>/<v>/namespaces/<ns>/<res>
+    n = len(parts) - (2 if parts and parts[0] == "api" else 3)
+    return n in (1, 3)
+
+
+def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_kubeconfig(path: Path, server_url: str, namespace: str = "kubetrain") -> Path:
+    """A kubeconfig whose only context points at server_url (plain HTTP, a dummy token)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "standin", "cluster": {"server": server_url}}],
+        "users": [{"name": "standin", "user": {"token": "standin-token"}}],
+        "contexts": [
+            {
+                "name": "standin",
+                "context": {"cluster": "standin", "user": "standin", "namespace": namespace},
+            }
+        ],
+        "current-context": "standin",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# --------------------------------------------------------------------------- worker + pod
+
+
+def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["DO_NOT_TRACK"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def record_worker_submission(
+    pool: str,
+    api_url: str,
+    workdir: Path,
+    *,
+    timeout: float = 240.0,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the real Kubernetes worker once against a stand-in API; return the Job body it sent.
+
+    `prefect worker start --pool <pool> --type kubernetes --run-once` with KUBECONFIG pointing
+    at a `StandinKubernetesApi` on 127.0.0.1 and PREFECT_API_URL=api_url. The worker picks up
+    the scheduled runs due now, submits one Job per run and exits. The kopf observer is
+    disabled (the stand-in does not serve watches). Raises AssertionError with the worker's
+    output if it submitted no Job.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    with StandinKubernetesApi() as api:
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", api.url)
+        env = _child_env(
+            {
+                "KUBECONFIG": str(kubeconfig),
+                "PREFECT_API_URL": api_url,
+                "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED": "false",
+                **(extra_env or {}),
+            }
+        )
+        log = workdir / "worker.log"
+        with log.open("wb") as out:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "worker",
+                    "start",
+                    "--pool",
+                    pool,
+                    "--type",
+                    "kubernetes",
+                    "--run-once",
+                    "--name",
+                    "kubetrain-standin-worker",
+                ],
+                env=env,
+                cwd=workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+        jobs = api.jobs()
+        assert jobs, (
+            f"the worker submitted no Job (exit {proc.returncode}); requests: "
+            f"{[(r.method, r.path) for r in api.requests]}\n{log.read_text()[-4000:]}"
+        )
+        return jobs[0]
+
+
+def materialize_secret(files: Mapping[str, bytes], directory: Path) -> Path:
+    """Write a Secret's files (name -> bytes) like the kubelet does: read-only, mode 0400."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        path = directory / name
+        path.write_bytes(data)
+        path.chmod(0o400)
+    return directory
+
+
+def replay_pod_locally(
+    job: Mapping[str, Any],
+    *,
+    secret_files: Mapping[str, Mapping[str, bytes]],
+    workdir: Path,
+    image_workdir: str = IMAGE_WORKDIR,
+    local_workdir: Path = REPO_ROOT,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run a Job's container args + env as a local process (a local pod, not Kubernetes).
+
+    secret_files: {secret name: {key: bytes}}; each Secret volume's items are written under
+    `workdir/secrets/<volume>` and every env value under a mount path is rewritten to it.
+    The image's working directory (the pull step's /opt/kubetrain) is mapped to local_workdir
+    through a sitecustomize on PYTHONPATH; PREFECT_HOME and HOME (an emptyDir in the pod) go to
+    workdir. Returns the finished process; its exit code says nothing about the flow run.
+    """
+    args, env = pod_command(job)
+    rewrites: dict[str, str] = {}
+    for i, (mount, secret) in enumerate(sorted(secret_mounts(job).items())):
+        name = secret["secretName"]
+        if name not in secret_files:
+            raise KeyError(f"the Job mounts Secret {name!r}; pass its files in secret_files")
+        data = secret_files[name]
+        items = secret.get("items") or [{"key": k, "path": k} for k in data]
+        secret_dir = workdir / "secrets" / str(i)
+        materialize_secret({item["path"]: data[item["key"]] for item in items}, secret_dir)
+        rewrites[mount] = str(secret_dir)
+    for key, value in list(env.items()):
+        for mount, target in rewrites.items():
+            if value == mount or value.startswith(mount + "/"):
+                env[key] = target + value[len(mount) :]
+    hook = workdir / "sitecustomize"
+    hook.mkdir(parents=True, exist_ok=True)
+    (hook / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    scratch = workdir / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+            "PYTHONPATH": f"{hook}{os.pathsep}{local_workdir}",
+            _PATH_MAP_ENV: f"{image_workdir}={local_workdir}",
+            "PREFECT_HOME": str(scratch / "prefect"),
+            "HOME": str(scratch),
+            "TMPDIR": str(scratch),
+        }
+    )
+    env.update(extra_env or {})
+    return subprocess.run(
+        args,
+        env=env,
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def flow_run_state(api_url: str, flow_run_id: str) -> dict[str, Any]:
+    """The flow run's current state as the API reports it ({type, name, message})."""
+    resp = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=30)
+    resp.raise_for_status()
+    state = resp.json()["state"] or {}
+    return {k: state.get(k) for k in ("type", "name", "message")}
+
+
+def wait_for_state(
+    api_url: str, flow_run_id: str, types: set[str], timeout: float = 60.0
+) -> dict[str, Any]:
+    """Poll the API until the run's state type is in `types` (or return the last state)."""
+    deadline = time.monotonic() + timeout
+    state = flow_run_state(api_url, flow_run_id)
+    while state["type"] not in types and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = flow_run_state(api_url, flow_run_id)
+    return state
