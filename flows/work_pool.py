@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import uuid
@@ -336,3 +337,257 @@ def validate_template(
             + "\nfix the field in deployments/base-job-template.json or the job variable"
         )
     return manifest
+
+
+# --------------------------------------------------------------------------- the work pool
+
+
+async def upsert_work_pool(name: str, template: Mapping[str, Any]) -> str:
+    """Create or update the Kubernetes work pool; return created, updated or unchanged."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    async with get_client() as client:
+        try:
+            pool = await client.read_work_pool(name)
+        except ObjectNotFound:
+            pool = None
+        try:
+            if pool is None:
+                await client.create_work_pool(
+                    WorkPoolCreate(
+                        name=name,
+                        type="kubernetes",
+                        base_job_template=dict(template),
+                        description="kubetrain: every flow run a Kubernetes Job",
+                    )
+                )
+                return "created"
+            if pool.type != "kubernetes":
+                raise WorkPoolError(
+                    f"work pool {name!r} exists with type {pool.type!r}, not 'kubernetes': "
+                    "delete it (`prefect work-pool delete`) or choose another --pool name"
+                )
+            if pool.base_job_template == template:
+                return "unchanged"
+            await client.update_work_pool(name, WorkPoolUpdate(base_job_template=dict(template)))
+            return "updated"
+        except PrefectHTTPStatusError as exc:
+            raise WorkPoolError(
+                f"the Prefect API rejected the base job template for pool {name!r}: "
+                f"{exc.response.text}"
+            ) from exc
+
+
+# --------------------------------------------------------------------------- manifests
+
+_PLURALS = {
+    "Namespace": "namespaces",
+    "ServiceAccount": "serviceaccounts",
+    "Secret": "secrets",
+    "ConfigMap": "configmaps",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "Deployment": "deployments",
+}
+_CLUSTER_SCOPED = {"Namespace"}
+
+
+def load_manifests(directory: Path = INFRA_DIR) -> list[dict[str, Any]]:
+    """Every object in infra/kubernetes/*.yaml except the Secret template, in apply order."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name.endswith(".template.yaml"):
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                docs.append(doc)
+    order = {"Namespace": 0, "ServiceAccount": 1, "Role": 2, "RoleBinding": 3}
+    return sorted(docs, key=lambda d: order.get(d["kind"], 9))
+
+
+def sftp_secret_manifest(
+    name: str, namespace: str, key_file: Path, known_hosts_file: Path
+) -> dict[str, Any]:
+    """The SFTP Secret (keys `id`, `known_hosts`) built from a private key and known_hosts file."""
+    files = {SSH_KEY_FILE: key_file, KNOWN_HOSTS_FILE: known_hosts_file}
+    data: dict[str, str] = {}
+    for key, path in files.items():
+        if not path.is_file():
+            raise WorkPoolError(f"{key} file {path} does not exist: pass an existing file")
+        content = path.read_bytes()
+        if not content.strip():
+            raise WorkPoolError(f"{key} file {path} is empty")
+        data[key] = base64.b64encode(content).decode()
+    if b"PRIVATE KEY" not in key_file.read_bytes():
+        raise WorkPoolError(f"{key_file} is not a private key file (no 'PRIVATE KEY' block)")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "kubetrain"},
+        },
+        "type": "Opaque",
+        "data": data,
+    }
+
+
+def _object_path(doc: Mapping[str, Any]) -> tuple[str, str]:
+    kind = doc["kind"]
+    if kind not in _PLURALS:
+        raise WorkPoolError(f"don't know how to apply kind {kind!r}; known: {sorted(_PLURALS)}")
+    api_version = doc["apiVersion"]
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    meta = doc["metadata"]
+    if kind in _CLUSTER_SCOPED:
+        collection = f"{prefix}/{_PLURALS[kind]}"
+    else:
+        collection = f"{prefix}/namespaces/{meta['namespace']}/{_PLURALS[kind]}"
+    return collection, f"{collection}/{meta['name']}"
+
+
+def _contains(actual: Any, desired: Any) -> bool:
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            _contains(actual.get(k), v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(desired)
+            and all(_contains(a, d) for a, d in zip(actual, desired, strict=True))
+        )
+    return bool(actual == desired)
+
+
+async def apply_manifests(
+    docs: list[dict[str, Any]], kubeconfig: Path, context: str | None = None
+) -> dict[str, str]:
+    """Create or replace each object; return {kind/namespace/name: created|updated|unchanged}."""
+    from kubernetes_asyncio import config as k8s_config
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    if not kubeconfig.is_file():
+        raise WorkPoolError(f"kubeconfig {kubeconfig} does not exist")
+    client = await k8s_config.new_client_from_config(config_file=str(kubeconfig), context=context)
+    results: dict[str, str] = {}
+
+    async def call(method: str, path: str, body: Any = None) -> Any:
+        return await client.call_api(
+            path,
+            method,
+            body=body,
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            response_types_map={200: "object", 201: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+
+    try:
+        for doc in docs:
+            collection, path = _object_path(doc)
+            meta = doc["metadata"]
+            label = f"{doc['kind']}/{meta.get('namespace', '-')}/{meta['name']}"
+            try:
+                try:
+                    current = await call("GET", path)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    await call("POST", collection, doc)
+                    results[label] = "created"
+                    continue
+                if _contains(current, doc):
+                    results[label] = "unchanged"
+                    continue
+                body = copy.deepcopy(doc)
+                body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get(
+                    "resourceVersion"
+                )
+                await call("PUT", path, body)
+                results[label] = "updated"
+            except ApiException as exc:
+                raise WorkPoolError(
+                    f"Kubernetes API refused {label} ({exc.status} {exc.reason}): {exc.body!r}; "
+                    "check the kubeconfig's rights (it must be allowed to manage these objects)"
+                ) from exc
+    finally:
+        await client.close()
+    return results
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+@flow(name="ensure-work-pool")
+def ensure_work_pool(
+    pool: str = POOL_NAME,
+    environment: str = "prod",
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    ssh_key: str | None = None,
+    known_hosts: str | None = None,
+    secret_name: str = "kubetrain-sftp",  # noqa: S107 - a Secret's name, not a password
+    namespace: str = "kubetrain",
+) -> dict[str, Any]:
+    """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret."""
+    logger = get_run_logger()
+    template = template_for_environment(load_base_job_template(), load_environment(environment))
+    validate_template(template)
+    logger.info("base job template renders a valid Kubernetes %s Job", KUBERNETES_VERSION)
+    pool_result = asyncio.run(upsert_work_pool(pool, template))
+    logger.info("work pool %r: %s", pool, pool_result)
+    result: dict[str, Any] = {"pool": pool_result, "manifests": {}}
+    if (ssh_key is None) != (known_hosts is None):
+        raise WorkPoolError("pass both ssh_key and known_hosts (the Secret needs both files)")
+    if kubeconfig:
+        docs = load_manifests()
+        if ssh_key and known_hosts:
+            docs.append(
+                sftp_secret_manifest(secret_name, namespace, Path(ssh_key), Path(known_hosts))
+            )
+        result["manifests"] = asyncio.run(apply_manifests(docs, Path(kubeconfig), context))
+        for label, outcome in result["manifests"].items():
+            logger.info("%s: %s", label, outcome)
+    elif ssh_key:
+        raise WorkPoolError("creating the SFTP Secret needs a kubeconfig: pass kubeconfig")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: python -m flows.work_pool [--write-template | options of the flow]."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=ensure_work_pool.description)
+    parser.add_argument("--write-template", action="store_true", help="regenerate the template")
+    parser.add_argument("--pool", default=POOL_NAME)
+    parser.add_argument("--environment", default="prod", help="deployments/<name>.yaml")
+    parser.add_argument("--kubeconfig")
+    parser.add_argument("--context")
+    parser.add_argument("--ssh-key", help="private key file for the SFTP Secret")
+    parser.add_argument("--known-hosts", help="known_hosts file for the SFTP Secret")
+    parser.add_argument("--secret-name", default="kubetrain-sftp")
+    parser.add_argument("--namespace", default="kubetrain")
+    args = parser.parse_args(argv)
+    if args.write_template:
+        TEMPLATE_PATH.write_text(json.dumps(derive_base_job_template(), indent=2) + "\n")
+        print(f"wrote {TEMPLATE_PATH}")
+        return
+    result = ensure_work_pool(
+        pool=args.pool,
+        environment=args.environment,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        ssh_key=args.ssh_key,
+        known_hosts=args.known_hosts,
+        secret_name=args.secret_name,
+        namespace=args.namespace,
+    )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

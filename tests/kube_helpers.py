@@ -105,22 +105,33 @@ def render_deployment_job(
     flow_run_job_variables: Mapping[str, Any] | None = None,
     worker_env: Mapping[str, str] | None = None,
     flow_name: str = "train",
+    objects: Mapping[str, Any] | None = None,
+    environment: str = "prod",
 ) -> dict[str, Any]:
     """The exact Job the worker would submit for one flow run of a prefect.yaml deployment.
 
     Offline: fake API objects (random ids) stand for the flow run, deployment, flow and pool.
     `worker_env` are Prefect settings the worker process has set explicitly (e.g.
-    PREFECT_API_URL); the worker copies them into the Job's env.
+    PREFECT_API_URL); the worker copies them into the Job's env. `objects`: the API objects
+    from flows.work_pool.sample_flow_run_objects (to know the ids), else fresh ones. The pool's
+    template is the base template with deployments/<environment>.yaml as variable defaults,
+    as `python -m flows.work_pool --environment <environment>` creates it.
     """
     import prefect.settings
     from prefect.settings import temporary_settings
 
-    from flows.work_pool import load_base_job_template, render_job_manifest, sample_flow_run_objects
+    from flows.work_pool import (
+        load_base_job_template,
+        load_environment,
+        render_job_manifest,
+        sample_flow_run_objects,
+        template_for_environment,
+    )
 
     spec = deployment_spec(deployment_name)
     job_variables = dict(spec["work_pool"].get("job_variables") or {})
     job_variables.update(flow_run_job_variables or {})
-    objects = sample_flow_run_objects(
+    objects = objects or sample_flow_run_objects(
         deployment_name=deployment_name,
         flow_name=flow_name,
         job_variables=job_variables,
@@ -129,7 +140,14 @@ def render_deployment_job(
     updates = {getattr(prefect.settings, k): v for k, v in (worker_env or {}).items()}
     with temporary_settings(updates=updates):
         return asyncio.run(
-            render_job_manifest(template or load_base_job_template(), job_variables, **objects)
+            render_job_manifest(
+                template
+                or template_for_environment(
+                    load_base_job_template(), load_environment(environment)
+                ),
+                job_variables,
+                **objects,
+            )
         )
 
 

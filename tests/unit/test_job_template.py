@@ -1,0 +1,230 @@
+"""Rendering: the exact Job the Kubernetes worker submits for each prefect.yaml deployment.
+
+Offline (no cluster, no API): KubernetesWorkerJobConfiguration.from_template_and_values then
+prepare_for_flow_run, exactly as prefect-kubernetes' worker does before create_namespaced_job.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from flows.work_pool import (
+    SSH_MOUNT_DIR,
+    WorkPoolError,
+    check_job_variables,
+    derive_base_job_template,
+    load_base_job_template,
+    load_environment,
+    sample_flow_run_objects,
+    template_for_environment,
+    validate_template,
+)
+from tests.kube_helpers import (
+    deployment_spec,
+    kubernetes_deployments,
+    pod_command,
+    render_deployment_job,
+    secret_mounts,
+)
+
+API_URL = "http://prefect-server.kubetrain.svc:4200/api"
+K8S_DEPLOYMENTS = kubernetes_deployments()
+
+
+def _render(name: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
+    spec = deployment_spec(name)
+    job_variables = {**spec["work_pool"]["job_variables"], **(overrides or {})}
+    objects = sample_flow_run_objects(deployment_name=name, job_variables=job_variables)
+    job = render_deployment_job(
+        name,
+        flow_run_job_variables=overrides,
+        worker_env={"PREFECT_API_URL": API_URL},
+        objects=objects,
+    )
+    return job, objects
+
+
+def test_prefect_yaml_has_the_train_deployments() -> None:
+    assert {"train-nightly", "train-adhoc"} <= set(K8S_DEPLOYMENTS)
+
+
+def test_committed_template_is_the_derivation_of_prefect_kubernetes_default() -> None:
+    # Fails when someone edits the JSON by hand or prefect-kubernetes changes its default:
+    # regenerate with `python -m flows.work_pool --write-template` and review the diff.
+    assert load_base_job_template() == json.loads(json.dumps(derive_base_job_template()))
+
+
+def test_template_keeps_every_default_variable_and_job_configuration_key() -> None:
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    default = KubernetesWorker.get_default_base_job_template()
+    ours = load_base_job_template()
+    assert set(default["variables"]["properties"]) <= set(ours["variables"]["properties"])
+    assert set(default["job_configuration"]) == set(ours["job_configuration"])
+
+
+@pytest.mark.parametrize("name", K8S_DEPLOYMENTS)
+def test_rendered_job_for_each_deployment(name: str) -> None:
+    job, objects = _render(name)
+    jv = deployment_spec(name)["work_pool"]["job_variables"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args, env = pod_command(job)
+
+    assert job["apiVersion"] == "batch/v1"
+    assert job["kind"] == "Job"
+    assert job["metadata"]["namespace"] == jv["namespace"]
+    assert job["metadata"]["generateName"]
+    assert container["image"] == jv["image"]
+    assert args == ["prefect", "flow-run", "execute"]
+    assert env["PREFECT_API_URL"] == API_URL
+    assert env["PREFECT__FLOW_RUN_ID"] == str(objects["flow_run"].id)
+    assert env["PREFECT__DEPLOYMENT_ID"] == str(objects["deployment"].id)
+    for key, value in jv["env"].items():
+        assert env[key] == value
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"].lower() == "false"
+    assert env["DO_NOT_TRACK"] == "1"
+    assert env["PREFECT_HOME"].startswith("/tmp/")
+
+    # The SFTP key and known_hosts: a read-only Secret volume, 0400, paths passed by env.
+    mounts = secret_mounts(job)
+    assert set(mounts) == {SSH_MOUNT_DIR}
+    secret = mounts[SSH_MOUNT_DIR]
+    assert secret["secretName"] == jv["sftp_secret_name"]
+    assert secret["defaultMode"] == 0o400
+    assert secret["readOnly"] is True
+    assert {i["key"] for i in secret["items"]} == {"id", "known_hosts"}
+    assert env["KUBETRAIN_SSH_KEY"] == f"{SSH_MOUNT_DIR}/id"
+    assert env["KUBETRAIN_KNOWN_HOSTS"] == f"{SSH_MOUNT_DIR}/known_hosts"
+
+    assert container["resources"] == {
+        "requests": {"cpu": jv["cpu_request"], "memory": jv["memory_request"]},
+        "limits": {"cpu": jv["cpu_limit"], "memory": jv["memory_limit"]},
+    }
+
+    # Hardened pod: non-root fixed UID, read-only root, writable /tmp only, no capabilities.
+    psc, csc = pod["securityContext"], container["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == psc["runAsGroup"] == psc["fsGroup"] == 10001
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert csc["readOnlyRootFilesystem"] is True
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+    assert csc["runAsUser"] == 10001
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/tmp"}
+    tmp_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert "emptyDir" in volumes[tmp_mount["name"]]
+    assert pod["serviceAccountName"] == "kubetrain-flow-run"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["restartPolicy"] == "Never"
+
+    # Job-level controls; parallelism/completions where Kubernetes reads them.
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0
+    assert env["PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR"] == "reschedule"
+    assert spec["ttlSecondsAfterFinished"] == jv["finished_job_ttl"]
+    assert spec["activeDeadlineSeconds"] == jv["active_deadline_seconds"]
+    assert spec["parallelism"] == spec["completions"] == 1
+    assert "parallelism" not in pod
+    assert "completions" not in pod
+
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels["prefect.io/flow-run-id"] == str(objects["flow_run"].id)
+        assert labels["prefect.io/deployment-name"] == name
+        assert labels["prefect.io/flow-name"] == "train"
+        assert labels["prefect.io/work-pool-name"] == "kubetrain-k8s"
+
+
+def test_flow_run_job_variable_overrides_reach_the_job() -> None:
+    job, _ = _render(
+        "train-adhoc",
+        {"cpu_limit": "8", "image": "kubetrain:test", "env": {"KUBETRAIN_ENV": "dev"}},
+    )
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["cpu"] == "8"
+    assert container["image"] == "kubetrain:test"
+    assert pod_command(job)[1]["KUBETRAIN_ENV"] == "dev"
+
+
+def test_job_variable_env_can_override_the_template_env() -> None:
+    job, _ = _render("train-adhoc", {"env": {"KUBETRAIN_SSH_KEY": "/other/key"}})
+    env_items = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["value"] for e in env_items if e["name"] == "KUBETRAIN_SSH_KEY"] == ["/other/key"]
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_environment_files_render_valid_jobs(environment: str) -> None:
+    template = template_for_environment(load_base_job_template(), load_environment(environment))
+    job = validate_template(template)
+    jv = load_environment(environment)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == jv["image"]
+    assert container["resources"]["limits"]["memory"] == jv["memory_limit"]
+
+
+# ------------------------------------------------------------------ bad input: clear errors
+
+
+def test_invalid_template_field_is_named() -> None:
+    template = copy.deepcopy(load_base_job_template())
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    pod["restartPolicee"] = "Never"
+    with pytest.raises(WorkPoolError, match=r"restartPolicee") as info:
+        validate_template(template)
+    assert "base-job-template.json" in str(info.value)
+
+
+def test_default_template_placement_of_parallelism_is_rejected_by_strict_schema() -> None:
+    # Why we move them: prefect-kubernetes' own default fails the strict schema.
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    default = KubernetesWorker.get_default_base_job_template()
+    with pytest.raises(WorkPoolError, match=r"parallelism|completions"):
+        validate_template(default, {"image": "kubetrain:0.1.0", "namespace": "kubetrain"})
+
+
+def test_template_missing_what_the_worker_requires_is_rejected() -> None:
+    template = copy.deepcopy(load_base_job_template())
+    del template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    with pytest.raises(WorkPoolError, match=r"(?s)worker accepts.*/spec/template/spec/containers"):
+        validate_template(template)
+
+
+@pytest.mark.parametrize("bad", ["", "Has_Upper", None])
+def test_missing_or_invalid_secret_name_is_rejected(bad: Any) -> None:
+    with pytest.raises(WorkPoolError, match=r"sftp_secret_name"):
+        check_job_variables(load_base_job_template(), {"sftp_secret_name": bad})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("cpu_limit", 2), ("memory_request", "lots"), ("active_deadline_seconds", "1h")],
+)
+def test_wrong_typed_job_variable_is_rejected(name: str, value: Any) -> None:
+    with pytest.raises(WorkPoolError, match=name):
+        check_job_variables(load_base_job_template(), {name: value})
+
+
+def test_unknown_job_variable_in_environment_is_rejected() -> None:
+    with pytest.raises(WorkPoolError, match=r"cpu_limitt"):
+        template_for_environment(load_base_job_template(), {"cpu_limitt": "1"})
+
+
+def test_unknown_environment_is_named() -> None:
+    with pytest.raises(WorkPoolError, match=r"unknown environment 'staging'.*dev.*prod"):
+        load_environment("staging")
+
+
+def test_template_file_errors_are_clear(tmp_path: Any) -> None:
+    with pytest.raises(WorkPoolError, match=r"not found.*--write-template"):
+        load_base_job_template(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(WorkPoolError, match=r"not valid JSON"):
+        load_base_job_template(bad)
