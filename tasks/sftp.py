@@ -1,0 +1,547 @@
+"""SFTP backend of the artifact store, and single-file downloads for data="sftp://…".
+
+Connections come from tasks/ssh.py (known_hosts verified, key from file/env/Secret block).
+Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages) and an
+AES-GCM cipher preference, which is what gets paramiko close to OpenSSH's own `sftp` speed.
+
+Every primitive is retried on a transient failure (connection reset, channel closed, timeout)
+by reconnecting with backoff and jitter and redoing that primitive; the store's publish then
+carries on with the same version. Authentication, host-key, permission and disk-full errors are
+never retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import logging
+import os
+import posixpath
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import paramiko
+
+from tasks.ssh import (
+    KeySource,
+    SshEndpoint,
+    SshError,
+    SshTransientError,
+    backoff_delay,
+    connect,
+    known_hosts_from_env,
+)
+from tasks.store import ProgressCallback, StoreError
+
+logger = logging.getLogger(__name__)
+
+# OpenSSH's sftp-server refuses messages over 256 KiB; 256 KiB - 1 KiB is the largest
+# read/write payload it accepts (its SFTP_MAX_READ_LENGTH).
+MAX_REQUEST_BYTES = 261120
+PREFETCH_REQUESTS = 64  # 64 x 255 KiB in flight: enough to fill the pipe, bounded memory
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024  # files this large get progress logs and an artifact
+IO_TIMEOUT_SECONDS = 60.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SftpUrl:
+    """A parsed sftp://user@host[:port]/path (path absolute; /~/x is relative to the home)."""
+
+    user: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def display(self) -> str:
+        """The URL in canonical form (never with a password: those are refused)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sftp://{self.user}@{host}:{self.port}{self.path}"
+
+
+def parse_sftp_url(url: str, what: str = "destination") -> SftpUrl:
+    """Parse and check an sftp:// URL; the error names what is wrong and the expected form."""
+    form = "sftp://user@host[:port]/path (e.g. sftp://models@store.example:2222/srv/models)"
+    parts = urlsplit(url)
+    if parts.scheme != "sftp":
+        raise StoreError(f"{what} {url!r} is not an sftp:// URL; expected {form}")
+    if parts.password is not None:
+        raise StoreError(
+            f"{what}: passwords in sftp:// URLs are refused (they end up in logs and Prefect "
+            "parameters); remove it and use a key: set KUBETRAIN_SSH_KEY"
+        )
+    if not parts.username:
+        raise StoreError(f"{what} {url!r} names no user; expected {form}")
+    if not parts.hostname:
+        raise StoreError(f"{what} {url!r} names no host; expected {form}")
+    try:
+        port = parts.port or 22
+    except ValueError:
+        raise StoreError(f"{what} {url!r} has an invalid port; expected {form}") from None
+    if parts.query or parts.fragment:
+        raise StoreError(f"{what} {url!r} must not have a query or fragment; expected {form}")
+    path = unquote(parts.path)
+    if path in ("", "/"):
+        raise StoreError(f"{what} {url!r} names no directory on the server; expected {form}")
+    if any(ord(c) < 32 for c in path) or ".." in path.split("/"):
+        raise StoreError(f"{what} {url!r}: the path must not contain '..' or control characters")
+    return SftpUrl(unquote(parts.username), parts.hostname, port, posixpath.normpath(path))
+
+
+def _raised_by_server_status(error: BaseException) -> bool:
+    """True when paramiko raised error from an SFTP status reply (the connection is fine)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "_convert_status"
+
+
+class _Progress:
+    """Progress of one large transfer: log lines every 10% and an optional Prefect artifact."""
+
+    def __init__(
+        self, verb: str, label: str, total: int, callback: ProgressCallback | None
+    ) -> None:
+        self.verb, self.label, self.total, self.callback = verb, label, total, callback
+        self.large = total >= PROGRESS_MIN_BYTES
+        self.started = time.monotonic()
+        self.next_mark = 0.1
+        self.artifact_id: Any = None
+        if self.large:
+            self.artifact_id = _create_progress_artifact(f"{verb} {label}")
+
+    def update(self, done: int) -> None:
+        if self.callback:
+            self.callback(done, self.total)
+        if not self.large or done < self.next_mark * self.total:
+            return
+        fraction = done / self.total
+        while self.next_mark <= fraction:
+            self.next_mark += 0.1
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        _run_logger().info(
+            "%s %s: %d%% of %.1f MB (%.1f MB/s)",
+            self.verb,
+            self.label,
+            round(fraction * 100),
+            self.total / 1e6,
+            done / elapsed / 1e6,
+        )
+        if self.artifact_id is not None:
+            _update_progress_artifact(self.artifact_id, fraction * 100)
+
+
+def _prefect_run_context() -> bool:
+    # Only when prefect is already imported: never pay its import for a plain library call.
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    if _prefect_run_context():
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    return logger
+
+
+def _create_progress_artifact(description: str) -> Any:
+    if not _prefect_run_context():
+        return None
+    try:
+        from prefect.artifacts import create_progress_artifact
+
+        return create_progress_artifact(0.0, description=description)
+    except Exception as error:  # progress display must never fail a transfer
+        logger.debug("no progress artifact: %s", error)
+        return None
+
+
+def _update_progress_artifact(artifact_id: Any, percent: float) -> None:
+    try:
+        from prefect.artifacts import update_progress_artifact
+
+        update_progress_artifact(artifact_id, min(percent, 100.0))
+    except Exception as error:
+        logger.debug("progress artifact update failed: %s", error)
+
+
+class SftpBackend:
+    """tasks.store.Backend over SFTP, rooted at a directory on the server."""
+
+    def __init__(
+        self,
+        target: SftpUrl,
+        endpoint: SshEndpoint,
+        attempts: int = 5,
+        base_delay: float = 0.5,
+        request_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
+        self.target = target
+        self.endpoint = endpoint
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.request_bytes = request_bytes
+        self.url = target.display
+        self.root = target.path
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def __enter__(self) -> SftpBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _session(self) -> paramiko.SFTPClient:
+        if self._sftp is not None:
+            return self._sftp
+        client = connect(self.endpoint, base_delay=self.base_delay)
+        try:
+            sftp = client.open_sftp()
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            client.close()
+            raise SshTransientError(f"cannot open the SFTP channel: {error}") from error
+        sftp.get_channel().settimeout(IO_TIMEOUT_SECONDS)  # type: ignore[union-attr]
+        if self.target.path.startswith("/~"):
+            home = sftp.normalize(".")
+            self.root = posixpath.normpath(home + self.target.path[2:])
+        self._client, self._sftp = client, sftp
+        return sftp
+
+    def connect(self) -> None:
+        """Open the connection now, so host-key and key problems surface immediately."""
+        self._run("connect", "", lambda sftp: None)
+
+    def close(self) -> None:
+        """Close the SFTP channel and the SSH connection."""
+        sftp, client = self._sftp, self._client
+        self._sftp = self._client = None
+        for resource in (sftp, client):
+            if resource is not None:
+                try:
+                    resource.close()
+                except Exception as error:  # closing a dead connection may raise anything
+                    logger.debug("close: %s", error)
+
+    def _full(self, path: str) -> str:
+        return posixpath.join(self.root, path) if path else self.root
+
+    def _where(self, path: str) -> str:
+        return f"{self.url.rstrip('/')}/{path}" if path else self.url
+
+    def _run(self, what: str, path: str, operation: Callable[[paramiko.SFTPClient], T]) -> T:
+        """Run operation on a live session; reconnect and redo it on transient failures."""
+        for attempt in range(self.attempts):
+            try:
+                return operation(self._session())
+            except (SshError, StoreError):
+                raise
+            except (OSError, EOFError, paramiko.SSHException) as error:
+                if _raised_by_server_status(error):
+                    raise self._server_error(what, path, error) from None
+                self.close()
+                if attempt + 1 >= self.attempts:
+                    raise StoreError(
+                        f"{what} {self._where(path)} failed {self.attempts} times, last with "
+                        f"{type(error).__name__}: {error or 'connection lost'}; the version was "
+                        "not completed (nothing partial is visible): run again to resume it"
+                    ) from error
+                delay = backoff_delay(attempt, self.base_delay)
+                _run_logger().warning(
+                    "SFTP %s %s: %s: %s; reconnecting, retry %d/%d in %.1fs",
+                    what,
+                    self._where(path),
+                    type(error).__name__,
+                    error or "connection lost",
+                    attempt + 1,
+                    self.attempts - 1,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _server_error(self, what: str, path: str, error: BaseException) -> StoreError:
+        where = self._where(path)
+        code = getattr(error, "errno", None)
+        if code == errno.EACCES:
+            return StoreError(
+                f"{what} {where}: permission denied for user {self.target.user!r} on the server; "
+                "grant that user write access to the directory or choose another destination"
+            )
+        if code == errno.ENOENT:
+            return StoreError(f"{what} {where}: no such file or directory on the server")
+        if what in ("upload", "write"):
+            free = self._free_bytes(posixpath.dirname(self._full(path)))
+            space = f" (the server reports {free} bytes free there)" if free is not None else ""
+            return StoreError(
+                f"{what} {where}: the server failed the write ({error}){space}; most likely its "
+                "disk is full or a quota is exceeded: free space on the server or choose "
+                "another destination"
+            )
+        return StoreError(f"{what} {where}: the server refused: {error}")
+
+    def _free_bytes(self, directory: str) -> int | None:
+        """Free bytes via the statvfs@openssh.com extension, if the server has it."""
+        try:
+            sftp = self._session()
+            kind, msg = sftp._request(  # type: ignore[attr-defined]
+                paramiko.sftp.CMD_EXTENDED, "statvfs@openssh.com", directory
+            )
+            if kind != paramiko.sftp.CMD_EXTENDED_REPLY:
+                return None
+            bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+            return int(bavail * (frsize or bsize))
+        except Exception:
+            return None
+
+    # -- Backend ------------------------------------------------------------------------------
+
+    def makedirs(self, path: str) -> None:
+        """Create path (and the root) as needed; concurrent creators are fine."""
+
+        def make(sftp: paramiko.SFTPClient) -> None:
+            missing: list[str] = []
+            current = self._full(path)
+            while current not in ("/", "", "."):
+                try:
+                    if not stat.S_ISDIR(sftp.stat(current).st_mode or 0):
+                        raise StoreError(
+                            f"{self.url}: {current} exists on the server and is not a directory"
+                        )
+                    break
+                except FileNotFoundError:
+                    missing.append(current)
+                    current = posixpath.dirname(current)
+            for directory in reversed(missing):
+                try:
+                    sftp.mkdir(directory)
+                except OSError as error:
+                    # SFTP v3 reports "already exists" as a generic failure: another
+                    # publisher may just have created it.
+                    if not _raised_by_server_status(error) or not self._is_dir(sftp, directory):
+                        raise
+
+        self._run("create directory", path, make)
+
+    @staticmethod
+    def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
+        try:
+            return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
+        except OSError:
+            return False
+
+    def upload(self, source: Path, path: str, progress: ProgressCallback | None) -> None:
+        """Write source to path with pipelined 255 KiB requests; removes path on failure."""
+        total = source.stat().st_size
+
+        def put(sftp: paramiko.SFTPClient) -> None:
+            tracker = _Progress("upload", self._where(path), total, progress)
+            with source.open("rb") as reader:
+                self._write_stream(sftp, self._full(path), reader, tracker)
+
+        try:
+            self._run("upload", path, put)
+        except BaseException:
+            self._discard(path)
+            raise
+
+    def _write_stream(
+        self, sftp: paramiko.SFTPClient, full: str, reader: Any, tracker: _Progress | None
+    ) -> None:
+        handle = sftp.open(full, "wb", bufsize=0)
+        handle.MAX_REQUEST_SIZE = self.request_bytes
+        handle.set_pipelined(True)
+        try:
+            done = 0
+            for block in iter(lambda: reader.read(self.request_bytes), b""):
+                handle.write(block)
+                done += len(block)
+                if tracker is not None:
+                    tracker.update(done)
+            # paramiko drops the status of pipelined writes at close(): collect them here so a
+            # full disk surfaces as an error rather than as a short file.
+            requests = handle._reqs  # type: ignore[attr-defined]
+            while requests:
+                sftp._read_response(requests.popleft())  # type: ignore[attr-defined]
+        finally:
+            handle.close()
+
+    def _discard(self, path: str) -> None:
+        try:
+            if self._sftp is not None:
+                self._sftp.remove(self._full(path))
+        except Exception as error:  # best effort: the publish reruns remove stale parts too
+            logger.debug("could not remove %s: %s", path, error)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a small file in one go."""
+
+        def put(sftp: paramiko.SFTPClient) -> None:
+            self._write_stream(sftp, self._full(path), io.BytesIO(data), None)
+
+        try:
+            self._run("write", path, put)
+        except BaseException:
+            self._discard(path)
+            raise
+
+    def _read_stream(
+        self,
+        sftp: paramiko.SFTPClient,
+        full: str,
+        sink: Callable[[bytes], Any],
+        label: str,
+        progress: ProgressCallback | None,
+        verb: str,
+    ) -> None:
+        with sftp.open(full, "rb") as handle:
+            size = handle.stat().st_size or 0
+            handle.MAX_REQUEST_SIZE = self.request_bytes
+            handle.prefetch(size, PREFETCH_REQUESTS)
+            tracker = _Progress(verb, label, size, progress)
+            done = 0
+            while done < size:
+                block = handle.read(min(self.request_bytes, size - done))
+                if not block:
+                    raise StoreError(f"{label}: the file shrank while it was read")
+                sink(block)
+                done += len(block)
+                tracker.update(done)
+
+    def read_bytes(self, path: str) -> bytes:
+        """The whole content of a (small) file."""
+
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            chunks: list[bytes] = []
+            self._read_stream(sftp, self._full(path), chunks.append, path, None, "read")
+            return b"".join(chunks)
+
+        return self._run("read", path, read)
+
+    def download(self, path: str, destination: Path, progress: ProgressCallback | None) -> None:
+        """Download path to destination (written to a temp file, then renamed)."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+
+        def get(sftp: paramiko.SFTPClient) -> None:
+            fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+            try:
+                with os.fdopen(fd, "wb") as writer:
+                    self._read_stream(
+                        sftp,
+                        self._full(path),
+                        writer.write,
+                        self._where(path),
+                        progress,
+                        "download",
+                    )
+                os.replace(tmp_name, destination)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+
+        self._run("download", path, get)
+
+    def size(self, path: str) -> int:
+        """Size in bytes of a remote file."""
+        return self._run("stat", path, lambda sftp: int(sftp.stat(self._full(path)).st_size or 0))
+
+    def sha256(self, path: str) -> str:
+        """sha256 of a remote file, read back over SFTP (servers have no hashing extension)."""
+
+        def digest(sftp: paramiko.SFTPClient) -> str:
+            hasher = hashlib.sha256()
+            self._read_stream(sftp, self._full(path), hasher.update, path, None, "verify")
+            return hasher.hexdigest()
+
+        return self._run("verify", path, digest)
+
+    def replace(self, source: str, target: str) -> None:
+        """Atomically rename source onto target (posix-rename@openssh.com)."""
+        state = {"attempted": False}
+
+        def rename(sftp: paramiko.SFTPClient) -> None:
+            try:
+                sftp.posix_rename(self._full(source), self._full(target))
+            except FileNotFoundError:
+                # A retry after a lost reply: the first attempt may have renamed it already.
+                if not state["attempted"] or not self._exists(sftp, self._full(target)):
+                    raise
+            finally:
+                state["attempted"] = True
+
+        self._run("rename", source, rename)
+
+    @staticmethod
+    def _exists(sftp: paramiko.SFTPClient, full: str) -> bool:
+        try:
+            sftp.stat(full)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def exists(self, path: str) -> bool:
+        """Whether path exists on the server."""
+        return self._run("stat", path, lambda sftp: self._exists(sftp, self._full(path)))
+
+    def listdir(self, path: str) -> list[str]:
+        """Sorted entry names of a remote directory."""
+        return self._run("list", path, lambda sftp: sorted(sftp.listdir(self._full(path))))
+
+    def remove(self, path: str) -> None:
+        """Remove a remote file if it exists."""
+
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            with contextlib.suppress(FileNotFoundError):
+                sftp.remove(self._full(path))
+
+        self._run("remove", path, remove)
+
+
+def _endpoint_for(target: SftpUrl) -> SshEndpoint:
+    return SshEndpoint(
+        host=target.host,
+        user=target.user,
+        key=KeySource.from_env(),
+        known_hosts=known_hosts_from_env(),
+        port=target.port,
+    )
+
+
+def open_sftp_backend(url: str) -> SftpBackend:
+    """An SftpBackend for sftp://user@host[:port]/path, connected; key/known_hosts from env."""
+    target = parse_sftp_url(url)
+    backend = SftpBackend(target, _endpoint_for(target))
+    backend.connect()
+    return backend
+
+
+def download_file(url: str, destination: Path) -> None:
+    """Download the single file sftp://user@host[:port]/path/file to destination."""
+    target = parse_sftp_url(url, what="data source")
+    directory, name = posixpath.split(target.path)
+    parent = SftpUrl(target.user, target.host, target.port, directory or "/")
+    with SftpBackend(parent, _endpoint_for(target)) as backend:
+        backend.download(name, destination, None)

@@ -1,0 +1,338 @@
+"""The artifact store over SFTP against a real OpenSSH sshd: publish, fetch, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks import sftp as sftp_module
+from tasks.sftp import download_file
+from tasks.ssh import HostKeyError, SshAuthenticationError
+from tasks.store import IntegrityError, StoreError, open_store
+from tests.sshd import Sshd, generate_key
+
+pytestmark = pytest.mark.usefixtures("ssh_env")
+
+
+def make_files(folder: Path, sizes: dict[str, int]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, size in sizes.items():
+        path = folder / name
+        path.write_bytes(os.urandom(size))
+        files[name] = path
+    return files
+
+
+def manifest_for(version: str, files: dict[str, Path]) -> dict[str, object]:
+    return {
+        "version": version,
+        "files": {
+            name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+            for name, p in files.items()
+        },
+    }
+
+
+def publish(url: str, experiment: str, version: str, files: dict[str, Path]) -> str:
+    with open_store(url) as store:
+        return store.publish(experiment, version, files, manifest_for(version, files)).location
+
+
+def remote_tree(root: Path) -> list[str]:
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_publish_list_fetch_roundtrip(sshd: Sshd, remote_dir: Path, tmp_path: Path) -> None:
+    url = sshd.url(remote_dir / "store")
+    files = make_files(tmp_path / "out", {"clf_lda.joblib": 3000, "metadata.json": 40})
+    location = publish(url, "letters", "20261128T000000Z-aaaa", files)
+    assert location == f"{url}/letters/20261128T000000Z-aaaa"
+
+    version_dir = remote_dir / "store/letters/20261128T000000Z-aaaa"
+    assert sorted(os.listdir(version_dir)) == ["clf_lda.joblib", "manifest.json", "metadata.json"]
+    assert (version_dir / "clf_lda.joblib").read_bytes() == files["clf_lda.joblib"].read_bytes()
+    assert (remote_dir / "store/letters/LATEST").read_text() == "20261128T000000Z-aaaa\n"
+    # Created by the SFTP user, not by the test's root.
+    assert version_dir.stat().st_uid == sshd.home.stat().st_uid
+
+    with open_store(url) as store:
+        assert store.list_versions("letters") == ["20261128T000000Z-aaaa"]
+        assert store.latest("letters") == "20261128T000000Z-aaaa"
+        fetched = store.fetch("letters", None, tmp_path / "fetched")
+    for name, source in files.items():
+        assert (fetched / name).read_bytes() == source.read_bytes()
+    manifest = json.loads((fetched / "manifest.json").read_text())
+    assert manifest["version"] == "20261128T000000Z-aaaa"
+
+
+def test_fetch_refuses_a_file_changed_on_the_server(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path
+) -> None:
+    url = sshd.url(remote_dir)
+    files = make_files(tmp_path / "out", {"clf_nn.joblib": 5000})
+    publish(url, "exp", "v1", files)
+    tampered = remote_dir / "exp/v1/clf_nn.joblib"
+    tampered.write_bytes(b"import os; os.system('evil')")
+    with open_store(url) as store, pytest.raises(IntegrityError, match="sha256 differs"):
+        store.fetch("exp", "v1", tmp_path / "fetched")
+    assert not (tmp_path / "fetched/v1/clf_nn.joblib").exists()
+
+
+def test_stale_part_files_are_overwritten_never_read(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path
+) -> None:
+    url = sshd.url(remote_dir)
+    stale_dir = remote_dir / "exp/v2"
+    stale_dir.mkdir(parents=True)
+    (stale_dir / "clf_lda.joblib.part").write_bytes(b"half a model from a crashed run")
+    (stale_dir / "manifest.json.part").write_bytes(b"{")
+    subprocess.run(["chown", "-R", f"{sshd.user}:", str(remote_dir)], check=True)
+    with open_store(url) as store:
+        assert store.list_versions("exp") == []  # a directory without manifest is not a version
+        assert store.latest("exp") is None
+
+    files = make_files(tmp_path / "out", {"clf_lda.joblib": 2048})
+    publish(url, "exp", "v2", files)
+    assert sorted(os.listdir(stale_dir)) == ["clf_lda.joblib", "manifest.json"]
+    assert (stale_dir / "clf_lda.joblib").read_bytes() == files["clf_lda.joblib"].read_bytes()
+
+
+def test_latest_moves_forward_only_and_republish_resumes(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = sshd.url(remote_dir)
+    files = make_files(tmp_path / "out", {"a.bin": 100})
+    publish(url, "exp", "20260102T000000Z-b", files)
+    publish(url, "exp", "20260101T000000Z-a", files)  # a slower, older run finishing late
+    with open_store(url) as store:
+        assert store.latest("exp") == "20260102T000000Z-b"
+        assert store.list_versions("exp") == ["20260101T000000Z-a", "20260102T000000Z-b"]
+
+    # Publishing the same version again (a resumed run) re-uploads nothing already in place.
+    uploads: list[str] = []
+    real_upload = sftp_module.SftpBackend.upload
+
+    def counting(self: sftp_module.SftpBackend, source: Path, path: str, progress: object) -> None:
+        uploads.append(path)
+        real_upload(self, source, path, progress)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sftp_module.SftpBackend, "upload", counting)
+    publish(url, "exp", "20260102T000000Z-b", files)
+    assert uploads == []
+    publish(url, "exp", "20260103T000000Z-c", files)
+    assert uploads == ["exp/20260103T000000Z-c/a.bin.part"]
+    assert (remote_dir / "exp/LATEST").read_text() == "20260103T000000Z-c\n"
+
+
+def test_eight_concurrent_publishes(sshd: Sshd, remote_dir: Path, tmp_path: Path) -> None:
+    url = sshd.url(remote_dir)
+    versions = [f"20261128T1200{i:02d}Z-{i:04x}" for i in range(8)]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            files = make_files(tmp_path / f"run{i}", {"clf_lda.joblib": 20_000 + i, "m.json": 10})
+            publish(url, "shared", versions[i], files)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with open_store(url) as store:
+        assert store.list_versions("shared") == versions
+        latest = store.latest("shared")
+        assert latest in versions
+        for i, version in enumerate(versions):
+            fetched = store.fetch("shared", version, tmp_path / "fetched")
+            assert (fetched / "clf_lda.joblib").stat().st_size == 20_000 + i
+    assert not [p for p in remote_tree(remote_dir) if p.endswith(".part")]
+
+
+def test_session_killed_mid_upload_is_retried_and_completes(
+    sshd: Sshd,
+    remote_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(sftp_module.SftpBackend, "__init__", _fast_retry_init)
+    url = sshd.url(remote_dir)
+    files = make_files(tmp_path / "out", {"clf_nn.joblib": 6_000_000, "metadata.json": 50})
+    part = remote_dir / "exp/v1/clf_nn.joblib.part"
+    killed: list[int] = []
+    visible_while_partial: list[list[str]] = []
+
+    def kill_when_part_appears() -> None:
+        for _ in range(4000):
+            if part.exists() and part.stat().st_size > 0 and sshd.session_pids():
+                pids = sshd.session_pids()
+                with open_store(url) as reader:  # what a concurrent reader sees meanwhile
+                    visible_while_partial.append(reader.list_versions("exp"))
+                for pid in pids:
+                    os.kill(pid, 9)
+                killed.extend(pids)
+                return
+            threading.Event().wait(0.002)
+
+    # Slow the upload a little so the killer reliably catches it in flight.
+    def throttle(name: str, done: int, total: int) -> None:
+        threading.Event().wait(0.003)
+
+    killer = threading.Thread(target=kill_when_part_appears)
+    caplog.set_level(logging.WARNING, logger="tasks.sftp")
+    killer.start()
+    with open_store(url) as store:
+        store.publish("exp", "v1", files, manifest_for("v1", files), progress=throttle)
+    killer.join()
+
+    assert killed, "the upload finished before its session could be killed"
+    assert visible_while_partial
+    assert all(v == [] for v in visible_while_partial)
+    assert "reconnecting" in caplog.text
+    with open_store(url) as store:
+        assert store.list_versions("exp") == ["v1"]
+        fetched = store.fetch("exp", "v1", tmp_path / "fetched")
+    assert (fetched / "clf_nn.joblib").read_bytes() == files["clf_nn.joblib"].read_bytes()
+    assert not part.exists()
+
+
+_real_init = sftp_module.SftpBackend.__init__
+
+
+def _fast_retry_init(self: sftp_module.SftpBackend, *args: object, **kwargs: object) -> None:
+    kwargs.setdefault("base_delay", 0.05)
+    _real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def small_disk(sshd: Sshd, remote_dir: Path) -> Iterator[Path]:
+    remote_dir.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(remote_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MB tmpfs for the full-disk case: {mounted.stderr.strip()}")
+    try:
+        shutil.chown(remote_dir, sshd.user, sshd.user)
+        yield remote_dir
+    finally:
+        subprocess.run(["umount", str(remote_dir)], check=True)
+
+
+def test_full_disk_clear_error_nothing_published(
+    sshd: Sshd, small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sshd.url(small_disk)
+    publish(url, "exp", "v1", make_files(tmp_path / "small", {"a.bin": 1000}))
+    big = make_files(tmp_path / "big", {"a.bin": 1000, "clf_nn.joblib": 3_000_000})
+    caplog.set_level(logging.WARNING, logger="tasks.sftp")
+    with pytest.raises(StoreError, match="disk is full") as caught:
+        publish(url, "exp", "v2", big)
+    assert "clf_nn.joblib.part" in str(caught.value)
+    assert "reconnecting" not in caplog.text  # not retried
+    assert not (small_disk / "exp/v2/manifest.json").exists()
+    assert not (small_disk / "exp/v2/clf_nn.joblib.part").exists()  # space given back
+    assert (small_disk / "exp/LATEST").read_text() == "v1\n"
+    with open_store(url) as store:
+        assert store.list_versions("exp") == ["v1"]
+
+
+def test_permission_denied_clear_error(sshd: Sshd, remote_dir: Path, tmp_path: Path) -> None:
+    remote_dir.mkdir(mode=0o755)  # owned by root: the SFTP user may not write here
+    url = sshd.url(remote_dir / "store")
+    with pytest.raises(StoreError, match=f"permission denied for user '{sshd.user}'"):
+        publish(url, "exp", "v1", make_files(tmp_path / "out", {"a.bin": 10}))
+    assert remote_tree(remote_dir) == []
+
+
+def test_wrong_key_refused(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY", str(generate_key(tmp_path / "stranger")))
+    with pytest.raises(SshAuthenticationError, match="refused the key"):
+        open_store(sshd.url(remote_dir))
+    assert not remote_dir.exists()
+
+
+def test_encrypted_key_with_wrong_passphrase(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = generate_key(tmp_path / "locked", passphrase="right passphrase")
+    sshd.authorize_key(Path(f"{key}.pub"))
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY", str(key))
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_PASSPHRASE", "not-the-passphrase")
+    with pytest.raises(SshAuthenticationError, match="wrong passphrase") as caught:
+        open_store(sshd.url(remote_dir))
+    assert "not-the-passphrase" not in str(caught.value)
+    assert "KUBETRAIN_SSH_KEY_PASSPHRASE" in str(caught.value)
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_PASSPHRASE", "right passphrase")
+    publish(sshd.url(remote_dir), "exp", "v1", make_files(tmp_path / "out", {"a.bin": 10}))
+
+
+def test_unknown_host_key_refused(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    monkeypatch.setenv("KUBETRAIN_KNOWN_HOSTS", str(empty))
+    with pytest.raises(HostKeyError, match=f"ssh-keyscan -p {sshd.port} {sshd.address}"):
+        open_store(sshd.url(remote_dir))
+    assert not remote_dir.exists()
+
+
+def test_changed_host_key_refused(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    impostor = generate_key(tmp_path / "impostor")
+    key_type, key_b64 = Path(f"{impostor}.pub").read_text().split()[:2]
+    changed = tmp_path / "known_hosts"
+    changed.write_text(f"[{sshd.address}]:{sshd.port} {key_type} {key_b64}\n")
+    monkeypatch.setenv("KUBETRAIN_KNOWN_HOSTS", str(changed))
+    with pytest.raises(HostKeyError, match="HOST KEY CHANGED"):
+        open_store(sshd.url(remote_dir))
+    assert not remote_dir.exists()
+
+
+@pytest.mark.parametrize("experiment", ["../evil", "/abs", "a/b", "..", "x\ny"])
+def test_path_traversal_experiment_refused(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, experiment: str
+) -> None:
+    files = make_files(tmp_path / "out", {"a.bin": 10})
+    with pytest.raises(StoreError, match="invalid experiment name"):
+        publish(sshd.url(remote_dir / "store"), experiment, "v1", files)
+    assert remote_tree(remote_dir) == []
+    assert not (sshd.home / "evil").exists()
+
+
+def test_bad_url_refused_before_connecting(sshd: Sshd) -> None:
+    with pytest.raises(StoreError, match="names no user"):
+        open_store(f"sftp://{sshd.address}:{sshd.port}/tmp/x")
+
+
+def test_download_file_for_data_sources(sshd: Sshd, remote_dir: Path, tmp_path: Path) -> None:
+    remote_dir.mkdir()
+    (remote_dir / "letters.csv").write_text("a,b\n1,2\n")
+    destination = tmp_path / "data/letters.csv"
+    download_file(sshd.url(remote_dir / "letters.csv"), destination)
+    assert destination.read_text() == "a,b\n1,2\n"
+    with pytest.raises(StoreError, match="no such file"):
+        download_file(sshd.url(remote_dir / "missing.csv"), tmp_path / "missing.csv")
+    assert not (tmp_path / "missing.csv").exists()
