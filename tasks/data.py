@@ -254,14 +254,14 @@ def validate_frame(
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise DataError(
-            f"data {source}: target {target!r} has a single class ({classes[0]!r}); "
+            f"data {source}: target {target!r} has a single class ({_label(classes[0])}); "
             "classification needs at least two"
         )
     if folds < 2:
         raise DataError(f"folds={folds}: cross-validation needs at least 2 folds")
     small = [(c, int(n)) for c, n in zip(classes, counts, strict=True) if n < folds]
     if small:
-        listed = ", ".join(f"{c!r} has {n}" for c, n in small[:10])
+        listed = ", ".join(f"{_label(c)} has {n}" for c, n in small[:10])
         raise DataError(
             f"data {source}: every class needs at least folds={folds} rows for stratified "
             f"cross-validation, but class {listed} row(s); add rows or lower folds "
@@ -278,6 +278,12 @@ def validate_frame(
         columns=columns,
         class_counts={str(c): int(n) for c, n in zip(classes, counts, strict=True)},
     )
+
+
+def _label(value: Any) -> str:
+    """A class label as the user wrote it (numpy scalars shown as plain Python values)."""
+    plain = value.item() if hasattr(value, "item") else value
+    return repr(plain)
 
 
 def _raw_header(path: Path) -> list[str] | None:

@@ -224,3 +224,43 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _to_json(v) for k, v in value.items()}
     return repr(value)
+
+
+def fit_and_score(
+    key: tuple[str, int | None],
+    seed: int,
+    overrides: Mapping[str, Any] | None,
+    normalize: str,
+    X: Any,
+    y: Any,
+    split: tuple[Any, Any] | None,
+    metrics: list[str],
+) -> tuple[tuple[str, int | None], Any, float]:
+    """One fit of catalog model key[0]: on all rows (split None) → the fitted model; on a CV
+    fold's train rows → {metric: score on its test rows}. Also returns the seconds taken.
+
+    Runs in worker processes, so this module imports neither prefect nor anything heavy at
+    module level. The fold path does exactly what cross_val_score does per fold.
+    """
+    import time
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import get_scorer
+
+    started = time.perf_counter()
+    estimator = build_estimator(key[0], seed, overrides, normalize)
+    with warnings.catch_warnings():
+        # A capped max_iter is the user's choice; the original ran with the warning too.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if split is None:
+            estimator.fit(X, y)
+            return key, estimator, time.perf_counter() - started
+        train_idx, test_idx = split
+        fold_model = clone(estimator).fit(X[train_idx], y[train_idx])
+        scores = {
+            metric: float(get_scorer(metric)(fold_model, X[test_idx], y[test_idx]))
+            for metric in metrics
+        }
+    return key, scores, time.perf_counter() - started

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from tasks.models import CATALOG, build_estimator, estimator_params
+from tasks.models import CATALOG, build_estimator, estimator_params, fit_and_score
 
 WORKERS_ENV = "KUBETRAIN_TRAIN_WORKERS"
 # metadata.json (the original's contract) needs mean CV accuracy, so it is always scored.
@@ -125,39 +124,6 @@ def plan_jobs(config: TrainingConfig, rows: int) -> list[Job]:
     return sorted(jobs, key=lambda job: -job.cost)
 
 
-def run_job(
-    job: Job,
-    X: np.ndarray,
-    y: np.ndarray,
-    splits: Sequence[tuple[np.ndarray, np.ndarray]],
-    config: TrainingConfig,
-) -> tuple[Job, Any, float]:
-    """Run one fit; return the fitted model (final fit) or {metric: score} (a CV fold)."""
-    import warnings
-
-    from sklearn.base import clone
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import get_scorer
-
-    started = time.perf_counter()
-    estimator = build_estimator(
-        job.model, config.seed, config.model_params.get(job.model), config.normalize
-    )
-    with warnings.catch_warnings():
-        # A capped max_iter is a user choice; the original ran with the warning too.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if job.fold is None:
-            estimator.fit(X, y)
-            return job, estimator, time.perf_counter() - started
-        train_idx, test_idx = splits[job.fold]
-        fold_model = clone(estimator).fit(X[train_idx], y[train_idx])
-        scores = {
-            metric: float(get_scorer(metric)(fold_model, X[test_idx], y[test_idx]))
-            for metric in config.scored_metrics
-        }
-    return job, scores, time.perf_counter() - started
-
-
 def train_models(
     X: np.ndarray, y: np.ndarray, config: TrainingConfig, workers: int | None = None
 ) -> dict[str, ModelResult]:
@@ -182,7 +148,7 @@ def train_models(
         "training %d fits (%d models) on %d worker process(es)", len(jobs), len(results), workers
     )
     if workers == 1:
-        _collect((run_job(job, X, y, splits, config) for job in jobs), results, log, len(jobs))
+        _collect((_call(job, X, y, splits, config) for job in jobs), results, log, len(jobs))
         return results
     from joblib import Parallel, delayed, parallel_config
 
@@ -191,27 +157,57 @@ def train_models(
     with parallel_config(backend="loky", inner_max_num_threads=1):
         outcomes = Parallel(
             n_jobs=workers, batch_size=1, pre_dispatch="all", return_as="generator_unordered"
-        )(delayed(run_job)(job, X, y, splits, config) for job in jobs)
+        )(delayed(fit_and_score)(*_arguments(job, X, y, splits, config)) for job in jobs)
         _collect(outcomes, results, log, len(jobs))
     return results
 
 
+def _arguments(
+    job: Job,
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    config: TrainingConfig,
+) -> tuple[Any, ...]:
+    # Plain values only: workers unpickle them without importing this (prefect-importing) module.
+    return (
+        (job.model, job.fold),
+        config.seed,
+        dict(config.model_params.get(job.model) or {}),
+        config.normalize,
+        X,
+        y,
+        None if job.fold is None else splits[job.fold],
+        config.scored_metrics,
+    )
+
+
+def _call(
+    job: Job,
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    config: TrainingConfig,
+) -> tuple[tuple[str, int | None], Any, float]:
+    return fit_and_score(*_arguments(job, X, y, splits, config))
+
+
 def _collect(
-    outcomes: Iterable[tuple[Job, Any, float]],
+    outcomes: Iterable[tuple[tuple[str, int | None], Any, float]],
     results: dict[str, ModelResult],
     log: Any,
     total: int,
 ) -> None:
-    for done, (job, payload, seconds) in enumerate(outcomes, start=1):
-        what = "final fit" if job.fold is None else f"fold {job.fold + 1}"
-        log.info("[%d/%d] %s %s done in %.1fs", done, total, job.model, what, seconds)
-        result = results[job.model]
+    for done, ((model, fold), payload, seconds) in enumerate(outcomes, start=1):
+        what = "final fit" if fold is None else f"fold {fold + 1}"
+        log.info("[%d/%d] %s %s done in %.1fs", done, total, model, what, seconds)
+        result = results[model]
         result.seconds += seconds
-        if job.fold is None:
+        if fold is None:
             result.estimator = payload
         else:
             for metric, score in payload.items():
-                result.scores[metric][job.fold] = score
+                result.scores[metric][fold] = score
 
 
 @task(name="fit-and-cross-validate")

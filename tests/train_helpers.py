@@ -40,3 +40,88 @@ def published_versions(destination: Path) -> list[Path]:
         for p in destination.rglob("*")
         if (p.is_dir() and p.parent.parent == destination) or p.name.endswith(".part")
     )
+
+
+class LocalHttpServer:
+    """An http.server on 127.0.0.1 in a thread: serves `files`, fails the first `fail_first`
+    requests with `fail_status`, answers unknown paths with 404, and counts requests."""
+
+    def __init__(
+        self, files: dict[str, bytes], fail_first: int = 0, fail_status: int = 503
+    ) -> None:
+        import http.server
+        import threading
+
+        self.files = files
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                if len(server.requests) <= server.fail_first:
+                    self.send_error(server.fail_status)
+                    return
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> LocalHttpServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class StallingServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never read or answered
+
+    def url(self, path: str = "/data.csv") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> StallingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
