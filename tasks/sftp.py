@@ -71,6 +71,10 @@ class SftpUrl:
         return f"sftp://{self.user}@{host}:{self.port}{self.path}"
 
 
+class SftpTransferError(StoreError, SshTransientError):
+    """A transfer kept failing on transient errors; running again later resumes the version."""
+
+
 def parse_sftp_url(url: str, what: str = "destination") -> SftpUrl:
     """Parse and check an sftp:// URL; the error names what is wrong and the expected form."""
     form = "sftp://user@host[:port]/path (e.g. sftp://models@store.example:2222/srv/models)"
@@ -264,7 +268,7 @@ class SftpBackend:
                     raise self._server_error(what, path, error) from None
                 self.close()
                 if attempt + 1 >= self.attempts:
-                    raise StoreError(
+                    raise SftpTransferError(
                         f"{what} {self._where(path)} failed {self.attempts} times, last with "
                         f"{type(error).__name__}: {error or 'connection lost'}; the version was "
                         "not completed (nothing partial is visible): run again to resume it"

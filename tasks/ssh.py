@@ -504,3 +504,22 @@ def run_command(
 
 def _first_words(command: str, limit: int = 60) -> str:
     return command if len(command) <= limit else command[:limit] + "…"
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """True for failures worth retrying later (connection refused/reset/timeout)."""
+    return isinstance(error, SshTransientError)
+
+
+def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry a task only when it failed on a transient SSH error.
+
+    Host-key, authentication, permission, disk-full and validation errors fail at once.
+    """
+    error = getattr(state, "data", None)
+    if not isinstance(error, BaseException):
+        try:
+            error = state.result(raise_on_failure=False)
+        except Exception:
+            return False
+    return is_transient(error if isinstance(error, BaseException) else None)
