@@ -535,25 +535,24 @@ def ensure_work_pool(
 ) -> dict[str, Any]:
     """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret."""
     logger = get_run_logger()
+    if (ssh_key is None) != (known_hosts is None):
+        raise WorkPoolError("pass both ssh_key and known_hosts (the Secret needs both files)")
+    if ssh_key and not kubeconfig:
+        raise WorkPoolError("creating the SFTP Secret needs a kubeconfig: pass kubeconfig")
     template = template_for_environment(load_base_job_template(), load_environment(environment))
     validate_template(template)
     logger.info("base job template renders a valid Kubernetes %s Job", KUBERNETES_VERSION)
+    # Everything is read and checked before anything is changed.
+    docs = load_manifests() if kubeconfig else []
+    if ssh_key and known_hosts:
+        docs.append(sftp_secret_manifest(secret_name, namespace, Path(ssh_key), Path(known_hosts)))
     pool_result = asyncio.run(upsert_work_pool(pool, template))
     logger.info("work pool %r: %s", pool, pool_result)
     result: dict[str, Any] = {"pool": pool_result, "manifests": {}}
-    if (ssh_key is None) != (known_hosts is None):
-        raise WorkPoolError("pass both ssh_key and known_hosts (the Secret needs both files)")
     if kubeconfig:
-        docs = load_manifests()
-        if ssh_key and known_hosts:
-            docs.append(
-                sftp_secret_manifest(secret_name, namespace, Path(ssh_key), Path(known_hosts))
-            )
         result["manifests"] = asyncio.run(apply_manifests(docs, Path(kubeconfig), context))
         for label, outcome in result["manifests"].items():
             logger.info("%s: %s", label, outcome)
-    elif ssh_key:
-        raise WorkPoolError("creating the SFTP Secret needs a kubeconfig: pass kubeconfig")
     return result
 
 

@@ -226,7 +226,12 @@ class StandinKubernetesApi:
                 body = self._body() if self.command in ("POST", "PUT", "PATCH") else None
                 with api._lock:
                     api.requests.append(
-                        RecordedRequest(self.command, self.path, body, dict(self.headers))
+                        RecordedRequest(
+                            self.command,
+                            self.path,
+                            body,
+                            {k.lower(): v for k, v in self.headers.items()},
+                        )
                     )
                     status, answer = api._answer(self.command, path, body)
                 self._send(status, answer)

@@ -1,0 +1,149 @@
+"""The ensure-work-pool infra flow: pool upsert against a real Prefect server on 127.0.0.1,
+manifest + Secret apply against the recording stand-in Kubernetes API (not a cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.work_pool import (
+    WorkPoolError,
+    apply_manifests,
+    ensure_work_pool,
+    load_base_job_template,
+    load_environment,
+    load_manifests,
+    sftp_secret_manifest,
+    template_for_environment,
+    upsert_work_pool,
+)
+from tests.kube_helpers import StandinKubernetesApi, write_kubeconfig
+
+
+@pytest.fixture
+def ssh_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A freshly generated ed25519 key and a known_hosts line (no key material in git)."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    known_hosts = tmp_path / "known_hosts"
+    pub = (tmp_path / "id_ed25519.pub").read_text().split()
+    known_hosts.write_text(f"[127.0.0.1]:2222 {pub[0]} {pub[1]}\n")
+    return key, known_hosts
+
+
+def test_apply_creates_then_reports_unchanged_then_updates(
+    tmp_path: Path, ssh_files: tuple[Path, Path]
+) -> None:
+    key, known_hosts = ssh_files
+    docs = [
+        *load_manifests(),
+        sftp_secret_manifest("kubetrain-sftp", "kubetrain", key, known_hosts),
+    ]
+    with StandinKubernetesApi() as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        first = asyncio.run(apply_manifests(docs, kubeconfig))
+        assert set(first.values()) == {"created"}
+        assert "Namespace/-/kubetrain" in first
+        assert "Secret/kubetrain/kubetrain-sftp" in first
+        # Namespace first: everything else lives in it.
+        posted = [r.path for r in api.requests if r.method == "POST"]
+        assert posted[0] == "/api/v1/namespaces"
+        assert "/apis/rbac.authorization.k8s.io/v1/namespaces/kubetrain/roles" in posted
+        assert "/apis/apps/v1/namespaces/kubetrain/deployments" in posted
+        (secret,) = api.created("/secrets")
+        assert base64.b64decode(secret["data"]["id"]) == key.read_bytes()
+        assert base64.b64decode(secret["data"]["known_hosts"]) == known_hosts.read_bytes()
+        assert all(r.headers.get("authorization") == "Bearer standin-token" for r in api.requests)
+
+        second = asyncio.run(apply_manifests(docs, kubeconfig))
+        assert set(second.values()) == {"unchanged"}
+
+        changed = copy.deepcopy(docs)
+        deployment = next(d for d in changed if d["kind"] == "Deployment")
+        deployment["spec"]["replicas"] = 2
+        third = asyncio.run(apply_manifests(changed, kubeconfig))
+        assert third["Deployment/kubetrain/prefect-worker"] == "updated"
+        assert [v for k, v in third.items() if k != "Deployment/kubetrain/prefect-worker"] == [
+            "unchanged"
+        ] * (len(docs) - 1)
+        puts = [r for r in api.requests if r.method == "PUT"]
+        assert len(puts) == 1
+        assert puts[0].body["spec"]["replicas"] == 2
+
+
+def test_secret_from_bad_files_is_refused(tmp_path: Path, ssh_files: tuple[Path, Path]) -> None:
+    key, known_hosts = ssh_files
+    with pytest.raises(WorkPoolError, match=r"does not exist"):
+        sftp_secret_manifest("s", "kubetrain", tmp_path / "nope", known_hosts)
+    with pytest.raises(WorkPoolError, match=r"not a private key"):
+        sftp_secret_manifest("s", "kubetrain", known_hosts, known_hosts)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    with pytest.raises(WorkPoolError, match=r"known_hosts file .* is empty"):
+        sftp_secret_manifest("s", "kubetrain", key, empty)
+
+
+def test_apply_names_a_refusal(tmp_path: Path) -> None:
+    class Forbidding(StandinKubernetesApi):
+        def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+            if method == "POST":
+                return 403, {"kind": "Status", "code": 403, "message": "forbidden: no rights"}
+            return super()._answer(method, path, body)
+
+    with Forbidding() as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        with pytest.raises(WorkPoolError, match=r"refused Namespace/-/kubetrain \(403"):
+            asyncio.run(apply_manifests(load_manifests(), kubeconfig))
+    with pytest.raises(WorkPoolError, match=r"kubeconfig .* does not exist"):
+        asyncio.run(apply_manifests(load_manifests(), tmp_path / "missing"))
+
+
+def test_pool_upsert_is_idempotent(prefect_server: Any) -> None:
+    template = template_for_environment(load_base_job_template(), load_environment("dev"))
+    name = "kubetrain-k8s-upsert-test"
+    assert asyncio.run(upsert_work_pool(name, template)) == "created"
+    assert asyncio.run(upsert_work_pool(name, template)) == "unchanged"
+    changed = copy.deepcopy(template)
+    changed["variables"]["properties"]["cpu_limit"]["default"] = "3"
+    assert asyncio.run(upsert_work_pool(name, changed)) == "updated"
+    assert asyncio.run(upsert_work_pool(name, changed)) == "unchanged"
+
+
+def test_server_rejects_a_template_with_an_undeclared_variable(prefect_server: Any) -> None:
+    template = copy.deepcopy(load_base_job_template())
+    template["job_configuration"]["job_manifest"]["spec"]["suspend"] = "{{ suspended }}"
+    with pytest.raises(WorkPoolError, match=r"rejected the base job template.*suspended"):
+        asyncio.run(upsert_work_pool("kubetrain-k8s-bad-template", template))
+
+
+def test_ensure_work_pool_flow_twice_then_unchanged(
+    prefect_server: Any, tmp_path: Path, ssh_files: tuple[Path, Path]
+) -> None:
+    key, known_hosts = ssh_files
+    with StandinKubernetesApi() as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        kwargs = {
+            "pool": "kubetrain-k8s-flow-test",
+            "environment": "prod",
+            "kubeconfig": str(kubeconfig),
+            "ssh_key": str(key),
+            "known_hosts": str(known_hosts),
+        }
+        first = ensure_work_pool(**kwargs)
+        second = ensure_work_pool(**kwargs)
+    assert first["pool"] == "created"
+    assert set(first["manifests"].values()) == {"created"}
+    assert second["pool"] == "unchanged"
+    assert set(second["manifests"].values()) == {"unchanged"}
+    assert len(api.created("/secrets")) == 1
+
+
+def test_ensure_work_pool_refuses_half_a_secret(prefect_server: Any, tmp_path: Path) -> None:
+    with pytest.raises(WorkPoolError, match=r"both ssh_key and known_hosts"):
+        ensure_work_pool(pool="kubetrain-k8s-half", ssh_key=str(tmp_path / "k"))
