@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from dataclasses import dataclass
@@ -13,7 +14,6 @@ from typing import Annotated, Any, Literal
 import typer
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "data/sample_letters.csv"
@@ -21,31 +21,6 @@ DEFAULT_DATA = "data/sample_letters.csv"
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
 ModelName = Literal["lda", "nn", "logreg", "rf", "hgb", "svc", "knn"]
-
-HELP = {
-    "data": "CSV to train on: a path, file:///abs/path.csv, http(s)://… or "
-    "sftp://user@host[:port]/path.csv. Default: the bundled sample (digits in the "
-    "original's letters layout).",
-    "target": "Name of the label column (the original's is '# Letter').",
-    "drop_columns": "Columns that are neither features nor the target, e.g. a row id "
-    "(the original drops 'Line').",
-    "normalize": "Feature scaling: 'none'; 'l2' = each row scaled to unit L2 norm before "
-    "cross-validation (the original's); 'standard' = StandardScaler fitted per fold inside "
-    "a Pipeline and saved with the model.",
-    "models": "Catalog models to train, each saved as clf_<name>.joblib: lda, nn (the "
-    "original's two), logreg, rf, hgb, svc, knn.",
-    "model_params": "Per-model scikit-learn parameter overrides, e.g. "
-    '{"nn": {"hidden_layer_sizes": [100], "max_iter": 300}}; checked before training.',
-    "folds": "Number of stratified cross-validation folds (the original: 5).",
-    "shuffle": "Shuffle rows before splitting into folds (with seed). The original does not.",
-    "seed": "Random seed: the models' random_state and the fold shuffling.",
-    "metrics": "CV metrics: accuracy, balanced_accuracy, f1_macro, roc_auc_ovr. Accuracy is "
-    "always computed too (metadata.json needs it).",
-    "destination": "Where to publish: a folder, file:///abs/path or "
-    "sftp://user@host[:port]/path. The version lands in <destination>/<experiment>/<version>/.",
-    "experiment": "Experiment name: the folder that groups versions (letters, digits, "
-    "'.', '_', '-').",
-}
 
 
 @dataclass(frozen=True)
@@ -109,22 +84,46 @@ def publish(
 
 @flow(name="train")
 def train(
-    data: Annotated[str, Field(description=HELP["data"])] = DEFAULT_DATA,
-    target: Annotated[str, Field(description=HELP["target"])] = "# Letter",
-    drop_columns: Annotated[list[str], Field(description=HELP["drop_columns"])] = ["Line"],  # noqa: B006
-    normalize: Annotated[Normalize, Field(description=HELP["normalize"])] = "l2",
-    models: Annotated[list[ModelName], Field(description=HELP["models"])] = ["lda", "nn"],  # noqa: B006
-    model_params: Annotated[
-        dict[str, dict[str, Any]], Field(description=HELP["model_params"])
-    ] = {},  # noqa: B006
-    folds: Annotated[int, Field(description=HELP["folds"], ge=2)] = 5,
-    shuffle: Annotated[bool, Field(description=HELP["shuffle"])] = False,
-    seed: Annotated[int, Field(description=HELP["seed"])] = 0,
-    metrics: Annotated[list[Metric], Field(description=HELP["metrics"])] = ["accuracy"],  # noqa: B006
-    destination: Annotated[str, Field(description=HELP["destination"])] = "./artifacts",
-    experiment: Annotated[str, Field(description=HELP["experiment"])] = "default",
+    data: str = DEFAULT_DATA,
+    target: str = "# Letter",
+    drop_columns: list[str] = ["Line"],  # noqa: B006  (never mutated; a list shows in the UI)
+    normalize: Normalize = "l2",
+    models: list[ModelName] = ["lda", "nn"],  # noqa: B006
+    model_params: dict[str, dict[str, Any]] = {},  # noqa: B006
+    folds: int = 5,
+    shuffle: bool = False,
+    seed: int = 0,
+    metrics: list[Metric] = ["accuracy"],  # noqa: B006
+    destination: str = "./artifacts",
+    experiment: str = "default",
 ) -> TrainOutcome:
-    """Train catalog models on a CSV, cross-validate them and publish a verified version."""
+    """Train catalog models on a CSV, cross-validate them and publish a verified version.
+
+    Args:
+        data: CSV to train on: a path, file:///abs/path.csv, http(s)://… or
+            sftp://user@host[:port]/path.csv. Default: the bundled sample (scikit-learn's
+            digits in the original's letters layout).
+        target: Name of the label column (the original's is '# Letter').
+        drop_columns: Columns that are neither features nor the target, e.g. a row id (the
+            original drops 'Line').
+        normalize: Feature scaling. 'none'; 'l2' = each row scaled to unit L2 norm before
+            cross-validation (the original's); 'standard' = a StandardScaler fitted per fold
+            inside a Pipeline and saved with the model.
+        models: Catalog models to train, each saved as clf_<name>.joblib: lda and nn (the
+            original's two), logreg, rf, hgb, svc, knn.
+        model_params: Per-model scikit-learn parameter overrides, e.g.
+            {"nn": {"hidden_layer_sizes": [100], "max_iter": 300}}; checked before training.
+        folds: Number of stratified cross-validation folds (the original: 5).
+        shuffle: Shuffle rows (with seed) before splitting into folds; the original does not.
+        seed: Random seed: every model's random_state and the fold shuffling.
+        metrics: CV metrics: accuracy, balanced_accuracy, f1_macro, roc_auc_ovr. Accuracy is
+            always computed too: metadata.json needs it.
+        destination: Where to publish: a folder, file:///abs/path or
+            sftp://user@host[:port]/path. The version lands in
+            <destination>/<experiment>/<version>/.
+        experiment: Experiment name, the folder that groups versions (letters, digits, '.',
+            '_', '-').
+    """
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
@@ -184,25 +183,37 @@ def train(
     return TrainOutcome(location=location, version=version, manifest=manifest, table=table)
 
 
+@functools.cache
+def _parameter_help() -> dict[str, str]:
+    # One source for the UI form and the CLI: the flow docstring's Args section.
+    from prefect.utilities.callables import parameter_docstrings
+
+    return parameter_docstrings(train.fn.__doc__)
+
+
+def _help(name: str, extra: str = "") -> str:
+    return " ".join([*_parameter_help()[name].split(), extra]).strip()
+
+
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def cli(
-    data: Annotated[str, typer.Option(help=HELP["data"])] = DEFAULT_DATA,
-    target: Annotated[str, typer.Option(help=HELP["target"])] = "# Letter",
+    data: Annotated[str, typer.Option(help=_help("data"))] = DEFAULT_DATA,
+    target: Annotated[str, typer.Option(help=_help("target"))] = "# Letter",
     drop_columns: Annotated[
-        str, typer.Option(help=HELP["drop_columns"] + " Comma-separated; '' for none.")
+        str, typer.Option(help=_help("drop_columns", " Comma-separated; '' for none."))
     ] = "Line",
-    normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "l2",
-    models: Annotated[str, typer.Option(help=HELP["models"] + " Comma-separated.")] = "lda,nn",
-    model_params: Annotated[str, typer.Option(help=HELP["model_params"] + " JSON.")] = "{}",
-    folds: Annotated[int, typer.Option(help=HELP["folds"])] = 5,
-    shuffle: Annotated[bool, typer.Option(help=HELP["shuffle"])] = False,
-    seed: Annotated[int, typer.Option(help=HELP["seed"])] = 0,
-    metrics: Annotated[str, typer.Option(help=HELP["metrics"] + " Comma-separated.")] = "accuracy",
-    destination: Annotated[str, typer.Option(help=HELP["destination"])] = "./artifacts",
-    experiment: Annotated[str, typer.Option(help=HELP["experiment"])] = "default",
+    normalize: Annotated[str, typer.Option(help=_help("normalize"))] = "l2",
+    models: Annotated[str, typer.Option(help=_help("models", " Comma-separated."))] = "lda,nn",
+    model_params: Annotated[str, typer.Option(help=_help("model_params", " JSON."))] = "{}",
+    folds: Annotated[int, typer.Option(help=_help("folds"))] = 5,
+    shuffle: Annotated[bool, typer.Option(help=_help("shuffle"))] = False,
+    seed: Annotated[int, typer.Option(help=_help("seed"))] = 0,
+    metrics: Annotated[str, typer.Option(help=_help("metrics", " Comma-separated."))] = "accuracy",
+    destination: Annotated[str, typer.Option(help=_help("destination"))] = "./artifacts",
+    experiment: Annotated[str, typer.Option(help=_help("experiment"))] = "default",
 ) -> None:
     """Train catalog models on a CSV, cross-validate them and publish a verified version.
 

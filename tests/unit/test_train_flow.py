@@ -1,0 +1,204 @@
+"""flows/train.py: the parameter form, the CLI, and a small end-to-end run on a real server."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import typer
+from click.testing import CliRunner
+
+from flows.train import DEFAULT_DATA, cli, train
+from tests.conftest import REPO_ROOT
+from tests.train_helpers import write_original_layout_csv
+
+PARAMETERS = [
+    "data",
+    "target",
+    "drop_columns",
+    "normalize",
+    "models",
+    "model_params",
+    "folds",
+    "shuffle",
+    "seed",
+    "metrics",
+    "destination",
+    "experiment",
+]
+SMALL_NN = {"nn": {"hidden_layer_sizes": [16], "max_iter": 80}}
+
+
+def test_every_parameter_has_a_description_in_the_deployment_schema() -> None:
+    from prefect.utilities.callables import parameter_schema, parameter_schema_from_entrypoint
+
+    for schema in (
+        parameter_schema(train.fn),
+        parameter_schema_from_entrypoint("flows/train.py:train"),  # what `prefect deploy` uses
+    ):
+        properties = schema.model_dump()["properties"]
+        assert list(properties) == PARAMETERS
+        for name, prop in properties.items():
+            assert len(prop.get("description", "")) > 20, name
+    props = parameter_schema(train.fn).model_dump()["properties"]
+    assert props["models"]["items"]["enum"] == ["lda", "nn", "logreg", "rf", "hgb", "svc", "knn"]
+    assert props["normalize"]["enum"] == ["none", "l2", "standard"]
+    assert props["folds"]["default"] == 5
+    assert props["shuffle"]["default"] is False
+    assert props["metrics"]["default"] == ["accuracy"]
+    assert props["destination"]["default"] == "./artifacts"
+
+
+def test_cli_options_match_flow_parameters_and_are_documented() -> None:
+    assert list(inspect.signature(cli).parameters) == PARAMETERS
+    command = typer.main.get_command(_app())
+    result = CliRunner().invoke(command, ["--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name in PARAMETERS:
+        option = "--" + name.replace("_", "-")
+        line = next(ln for ln in result.output.splitlines() if option in ln)
+        assert len(line.split(option, 1)[1].strip()) > 20, f"{option} has no help"
+    assert "--no-shuffle" in result.output
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(cli)
+    return app
+
+
+def test_cli_rejects_bad_model_params_json() -> None:
+    result = CliRunner().invoke(typer.main.get_command(_app()), ["--model-params", "{nn"])
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.output
+
+
+def _small_csv(tmp_path: Path) -> Path:
+    return write_original_layout_csv(tmp_path / "letters.csv", classes=5, per_class=8, features=4)
+
+
+def test_flow_publishes_a_complete_version_and_reports(prefect_server, tmp_path: Path) -> None:
+    destination = tmp_path / "store"
+    outcome = train(
+        data=str(_small_csv(tmp_path)),
+        models=["lda", "nn", "knn"],
+        model_params=SMALL_NN,
+        normalize="standard",
+        metrics=["f1_macro", "accuracy"],
+        destination=str(destination),
+        experiment="letters",
+    )
+    version_dir = destination / "letters" / outcome.version
+    assert outcome.location == version_dir.as_uri()
+    assert (destination / "letters" / "LATEST").read_text().strip() == outcome.version
+    assert sorted(p.name for p in version_dir.iterdir()) == [
+        "clf_knn.joblib",
+        "clf_lda.joblib",
+        "clf_nn.joblib",
+        "cv_results.csv",
+        "manifest.json",
+        "metadata.json",
+    ]
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    assert manifest["parameters"]["models"] == ["lda", "nn", "knn"]
+    assert manifest["parameters"]["model_params"] == SMALL_NN
+    assert manifest["data"]["rows"] == 40
+    assert manifest["data"]["target"] == "# Letter"
+    assert manifest["models"]["nn"]["params"]["model"]["hidden_layer_sizes"] == [16]
+    with (version_dir / "cv_results.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 3 * 5 * 2
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    for name in ("lda", "nn", "knn"):
+        folds = manifest["models"][name]["cv"]["accuracy"]["folds"]
+        assert [
+            float(r["score"]) for r in rows if r["model"] == name and r["metric"] == "accuracy"
+        ] == folds
+        assert (
+            metadata[f"train_accuracy_{name}"] == manifest["models"][name]["cv"]["accuracy"]["mean"]
+        )
+
+    run_id = manifest["flow_run_id"]
+    run = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()
+    assert run["state_type"] == "COMPLETED"
+    artifacts = httpx.post(
+        f"{prefect_server.api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
+    ).json()
+    by_type = {a["type"]: a for a in artifacts}
+    assert {"table", "markdown"} <= set(by_type)
+    table = by_type["table"]["data"]
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {(r["model"], r["metric"]) for r in table} == {
+        (m, k) for m in ("lda", "nn", "knn") for k in ("accuracy", "f1_macro")
+    }
+    assert outcome.version in by_type["markdown"]["data"]
+    assert manifest["data"]["sha256"] in by_type["markdown"]["data"]
+
+
+def test_cli_prints_location_and_table_and_versions_do_not_collide(
+    prefect_server, tmp_path: Path
+) -> None:
+    destination = tmp_path / "store"
+    args = [
+        "--data",
+        str(_small_csv(tmp_path)),
+        "--models",
+        "lda,knn",
+        "--folds",
+        "4",
+        "--shuffle",
+        "--seed",
+        "3",
+        "--metrics",
+        "accuracy,balanced_accuracy",
+        "--destination",
+        destination.as_uri(),
+    ]
+    outputs = [CliRunner().invoke(typer.main.get_command(_app()), args) for _ in range(2)]
+    locations = []
+    for result in outputs:
+        assert result.exit_code == 0, result.output
+        match = re.search(r"^published (file://\S+)$", result.output, re.MULTILINE)
+        assert match, result.output
+        locations.append(match.group(1))
+        assert re.search(
+            r"^knn\s+balanced_accuracy\s+\d\.\d{4} ± \d\.\d{4}\s+4", result.output, re.M
+        )
+    assert locations[0] != locations[1]
+    versions = sorted(p.name for p in (destination / "default").iterdir() if p.is_dir())
+    assert len(versions) == 2
+    assert (destination / "default" / "LATEST").read_text().strip() == versions[-1]
+    manifest = json.loads((destination / "default" / versions[0] / "manifest.json").read_text())
+    assert manifest["parameters"]["shuffle"] is True
+    assert manifest["parameters"]["seed"] == 3
+
+
+@pytest.mark.slow
+def test_make_run_defaults_from_another_directory(prefect_server, tmp_path: Path) -> None:
+    """`python -m flows.train` with no options: bundled sample, full-size nn, ./artifacts."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.train"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"published {(tmp_path / 'artifacts' / 'default').as_uri()}/" in result.stdout
+    manifest = json.loads(
+        next((tmp_path / "artifacts" / "default").glob("*/manifest.json")).read_text()
+    )
+    assert manifest["data"]["source"].endswith(DEFAULT_DATA)
+    assert manifest["models"]["nn"]["params"]["hidden_layer_sizes"] == [500]
+    assert manifest["models"]["nn"]["cv"]["accuracy"]["mean"] > 0.85
