@@ -62,7 +62,7 @@ def fail_once(name: str) -> bool:
 def _rmtree(path: Path) -> None:
     import shutil  # only a few calls need it; every call pays for module imports
 
-    shutil.rmtree(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def rooted(path: str) -> Path:

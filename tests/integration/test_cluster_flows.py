@@ -1,0 +1,235 @@
+"""The cluster flows against stand-in hosts: one real OpenSSH sshd per host on 127.0.0.2-4.
+
+Not virtual machines and no Kubernetes: the system tools (kubeadm, kubectl, apt-get, systemctl,
+swapoff, modprobe, sysctl, containerd, curl, gpg, sudo …) are stand-in scripts first on each
+host's PATH (tests/standins/), logging every call and keeping per-host state in a fake root.
+The flows, SSH (tasks/ssh.py, host keys verified), sudo wrapping, shell checks and the Prefect
+server are real.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.cluster import bootstrap_cluster, join_workers, teardown_cluster
+from tasks.cluster import ClusterRunError
+from tests.standins.hosts import StandinCluster
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
+    reason="stand-in hosts need root and openssh-server (they create users and run sshd)",
+)
+
+PREPARE_TOOLS = {
+    "sudo",
+    "swapon",
+    "swapoff",
+    "modprobe",
+    "sysctl",
+    "apt-get",
+    "apt-mark",
+    "dpkg-query",
+    "systemctl",
+    "containerd",
+    "curl",
+    "gpg",
+}
+PREPARE_STEPS = [
+    "swap-off",
+    "kernel-modules",
+    "sysctl",
+    "containerd",
+    "kubernetes-apt-repo",
+    "kubernetes-packages",
+    "kubelet-enabled",
+]
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, prefect_server: object) -> Iterator[StandinCluster]:
+    """A fresh control plane and two workers as stand-in hosts, with their inventory."""
+    with StandinCluster(tmp_path) as cluster:
+        yield cluster
+
+
+def statuses(result: dict, host: str) -> dict[str, str]:
+    return {r["step"]: r["status"] for r in result["results"] if r["host"] == host}
+
+
+def nodes_registered(cluster: StandinCluster) -> set[str]:
+    nodes = cluster.cluster_state / "nodes"
+    return {path.name for path in nodes.iterdir()} if nodes.exists() else set()
+
+
+def test_dry_run_on_fresh_hosts_lists_every_step_and_changes_nothing(hosts: StandinCluster):
+    before = {host.name: host.snapshot() for host in hosts.hosts}
+
+    result = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=True)
+
+    assert result["dry_run"] is True
+    assert result["changed"] is False
+    for host in hosts.hosts:
+        assert host.snapshot() == before[host.name], f"{host.name} changed in a dry run"
+        steps = statuses(result, host.name)
+        assert [steps[name] for name in PREPARE_STEPS] == ["would-apply"] * len(PREPARE_STEPS)
+        # Only read-only tools were called, and never kubeadm.
+        assert host.tools() <= {"sudo", "swapon", "sysctl", "dpkg-query", "systemctl", "kubectl"}
+        assert not host.calls_of("swapoff")
+    assert statuses(result, "cp-1")["kubeadm-init"] == "would-apply"
+    assert statuses(result, "worker-1")["kubeadm-join"] == "would-apply"
+    assert not hosts.kubeconfig_path.exists()
+    text = result["text"]
+    assert "would-apply" in text
+    assert "check exited 1" in text
+    assert "kubeadm init --apiserver-advertise-address=127.0.0.2 --node-name=cp-1" in text
+    assert "--token <fresh token>" in text
+
+
+def test_bootstrap_one_control_plane_two_workers_rerun_applies_nothing_teardown_twice(
+    hosts: StandinCluster,
+):
+    result = bootstrap_cluster(inventory=str(hosts.inventory_path))
+
+    assert result["errors"] == []
+    assert result["changed"] is True
+    assert nodes_registered(hosts) == {"cp-1", "worker-1", "worker-2"}
+    for host in hosts.hosts:
+        assert host.tools() >= PREPARE_TOOLS, f"{host.name}: {PREPARE_TOOLS - host.tools()}"
+        assert "kubeadm" in host.tools()
+        steps = statuses(result, host.name)
+        assert all(steps[name] == "applied" for name in PREPARE_STEPS), steps
+        assert "# /swap.img" in (host.root / "etc/fstab").read_text()
+        assert (host.root / "etc/modules-load.d/k8s.conf").read_text() == "overlay\nbr_netfilter\n"
+        assert "net.ipv4.ip_forward = 1" in (host.root / "etc/sysctl.d/k8s.conf").read_text()
+        assert "SystemdCgroup = true" in (host.root / "etc/containerd/config.toml").read_text()
+        held = sorted(p.name for p in (host.state / "held").iterdir())
+        assert held == ["kubeadm", "kubectl", "kubelet"]
+        assert (host.state / "dpkg" / "kubeadm").read_text().startswith("1.31.")
+        assert (host.state / "systemd" / "kubelet.enabled").exists()
+    cp = hosts.control_plane
+    assert cp.calls_of("kubeadm", "init") == [
+        [
+            "init",
+            "--apiserver-advertise-address=127.0.0.2",
+            "--node-name=cp-1",
+            "--pod-network-cidr=10.244.0.0/16",
+        ]
+    ]
+    assert (hosts.cluster_state / "cni-annotation").read_text() == "flannel v0.26.1 10.244.0.0/16"
+    assert len(cp.calls_of("kubeadm", "token", "create")) == 1
+    for worker in hosts.workers:
+        (join,) = worker.calls_of("kubeadm", "join")
+        assert join[1] == "127.0.0.2:6443"
+        assert join[-1] == f"--node-name={worker.name}"
+    kubeconfig = hosts.kubeconfig_path
+    assert kubeconfig.stat().st_mode & 0o777 == 0o600
+    assert kubeconfig.read_bytes() == (cp.root / "etc/kubernetes/admin.conf").read_bytes()
+    assert (cp.sshd.home / ".kube" / "config").stat().st_mode & 0o777 == 0o600
+    assert "server: https://127.0.0.2:6443" in kubeconfig.read_text()
+
+    # A second bootstrap and a join change nothing and say so.
+    snapshots = {host.name: host.snapshot() for host in hosts.hosts}
+    for host in hosts.hosts:
+        host.clear_calls()
+    again = bootstrap_cluster(inventory=str(hosts.inventory_path))
+    joined = join_workers(inventory=str(hosts.inventory_path))
+
+    for rerun in (again, joined):
+        assert rerun["changed"] is False
+        assert {r["status"] for r in rerun["results"]} == {"satisfied"}
+        assert "nothing to do" in rerun["summary"]
+    for host in hosts.hosts:
+        assert not host.calls_of("kubeadm", "init")
+        assert not host.calls_of("kubeadm", "join")
+        assert not host.calls_of("apt-get")
+        assert not host.calls_of("swapoff")
+        after = host.snapshot()
+        changed = {k for k in after if after[k] != snapshots[host.name].get(k)}
+        assert changed == set(), f"{host.name} changed on a re-run: {changed}"
+    assert not hosts.control_plane.calls_of("kubeadm", "token")
+
+    # Teardown resets every host; a second teardown finds nothing to do.
+    assert (hosts.workers[0].root / "etc/cni/net.d/10-flannel.conflist").exists()
+    first = teardown_cluster(inventory=str(hosts.inventory_path), purge_packages=True)
+
+    assert first["errors"] == []
+    assert first["changed"] is True
+    for host in hosts.hosts:
+        assert host.calls_of("kubeadm", "reset") == [["reset", "-f"]]
+        assert not (host.root / "etc/kubernetes/kubelet.conf").exists()
+        assert not (host.root / "etc/cni/net.d").exists()
+        assert not (host.sshd.home / ".kube" / "config").exists()
+        assert not (host.state / "dpkg" / "kubeadm").exists()
+        assert not list((host.state / "held").iterdir())
+    assert nodes_registered(hosts) == set()
+
+    for host in hosts.hosts:
+        host.clear_calls()
+    second = teardown_cluster(inventory=str(hosts.inventory_path), purge_packages=True)
+
+    assert second["errors"] == []
+    assert second["changed"] is False
+    assert "nothing to do" in second["summary"]
+    for host in hosts.hosts:
+        assert not host.calls_of("kubeadm")
+        assert not host.calls_of("apt-get")
+
+
+def test_worker_failing_mid_join_is_reported_others_join_and_rerun_finishes(
+    hosts: StandinCluster,
+):
+    hosts.host("worker-2").fail_once("kubeadm-join")
+
+    with pytest.raises(ClusterRunError) as failure:
+        bootstrap_cluster(inventory=str(hosts.inventory_path))
+
+    message = str(failure.value)
+    assert "host worker-2 (127.0.0.4), step kubeadm-join" in message
+    assert "exit code 1" in message
+    assert "error execution phase kubelet-start: timed out waiting for the condition" in message
+    assert "--token <redacted>" in message
+    report = failure.value.report.as_dict()
+    assert statuses(report, "worker-1")["kubeadm-join"] == "applied"
+    assert statuses(report, "worker-2")["kubeadm-join"] == "failed"
+    assert statuses(report, "cp-1")["nodes-ready"] == "skipped"
+    assert nodes_registered(hosts) == {"cp-1", "worker-1"}
+    # The token never reaches a message or the report.
+    token = hosts.workers[0].calls_of("kubeadm", "join")[0][3]
+    assert token not in message
+    assert token not in report["text"]
+
+    for host in hosts.hosts:
+        host.clear_calls()
+    result = bootstrap_cluster(inventory=str(hosts.inventory_path))
+
+    assert result["errors"] == []
+    assert nodes_registered(hosts) == {"cp-1", "worker-1", "worker-2"}
+    assert statuses(result, "worker-1")["kubeadm-join"] == "satisfied"
+    assert statuses(result, "worker-2")["kubeadm-join"] == "applied"
+    assert not hosts.host("worker-1").calls_of("kubeadm")
+    assert not hosts.control_plane.calls_of("kubeadm", "init")
+    # The failed join left files behind: they were reset before joining again.
+    assert hosts.host("worker-2").calls_of("kubeadm", "reset") == [["reset", "-f"]]
+
+
+def test_init_failing_stops_before_any_worker_joins(hosts: StandinCluster):
+    hosts.control_plane.fail_once("kubeadm-init")
+
+    with pytest.raises(ClusterRunError) as failure:
+        bootstrap_cluster(inventory=str(hosts.inventory_path))
+
+    message = str(failure.value)
+    assert "host cp-1 (127.0.0.2), step kubeadm-init" in message
+    assert "could not initialize a Kubernetes cluster" in message
+    report = failure.value.report.as_dict()
+    for worker in hosts.workers:
+        assert not worker.calls_of("kubeadm"), f"{worker.name} was touched by kubeadm"
+        assert statuses(report, worker.name)["kubeadm-join"] == "skipped"
+        # Their preparation finished and is kept.
+        assert statuses(report, worker.name)["kubelet-enabled"] == "applied"
+    assert statuses(report, "cp-1")["cni"] == "skipped"
+    assert not hosts.kubeconfig_path.exists()
