@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 261120
 PREFETCH_REQUESTS = 64  # 64 x 255 KiB in flight: enough to fill the pipe, bounded memory
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024  # files this large get progress logs and an artifact
+REPORT_INTERVAL_SECONDS = 2.0
 IO_TIMEOUT_SECONDS = 60.0
 
 T = TypeVar("T")
@@ -113,35 +114,44 @@ def _raised_by_server_status(error: BaseException) -> bool:
 
 
 class _Progress:
-    """Progress of one large transfer: log lines every 10% and an optional Prefect artifact."""
+    """Progress of one large transfer: log lines and, for transfers, a Prefect progress artifact.
+
+    Reports at most every REPORT_INTERVAL_SECONDS (each artifact update is an API call) and
+    always at the end.
+    """
 
     def __init__(
-        self, verb: str, label: str, total: int, callback: ProgressCallback | None
+        self,
+        verb: str,
+        label: str,
+        total: int,
+        callback: ProgressCallback | None,
+        artifact: bool = True,
     ) -> None:
         self.verb, self.label, self.total, self.callback = verb, label, total, callback
         self.large = total >= PROGRESS_MIN_BYTES
-        self.started = time.monotonic()
-        self.next_mark = 0.1
+        self.started = self.last_report = time.monotonic()
         self.artifact_id: Any = None
-        if self.large:
+        if self.large and artifact:
             self.artifact_id = _create_progress_artifact(f"{verb} {label}")
 
     def update(self, done: int) -> None:
         if self.callback:
             self.callback(done, self.total)
-        if not self.large or done < self.next_mark * self.total:
+        if not self.large:
             return
+        now = time.monotonic()
+        if done < self.total and now - self.last_report < REPORT_INTERVAL_SECONDS:
+            return
+        self.last_report = now
         fraction = done / self.total
-        while self.next_mark <= fraction:
-            self.next_mark += 0.1
-        elapsed = max(time.monotonic() - self.started, 1e-6)
         _run_logger().info(
             "%s %s: %d%% of %.1f MB (%.1f MB/s)",
             self.verb,
             self.label,
             round(fraction * 100),
             self.total / 1e6,
-            done / elapsed / 1e6,
+            done / max(now - self.started, 1e-6) / 1e6,
         )
         if self.artifact_id is not None:
             _update_progress_artifact(self.artifact_id, fraction * 100)
@@ -425,7 +435,7 @@ class SftpBackend:
             size = handle.stat().st_size or 0
             handle.MAX_REQUEST_SIZE = self.request_bytes
             handle.prefetch(size, PREFETCH_REQUESTS)
-            tracker = _Progress(verb, label, size, progress)
+            tracker = _Progress(verb, label, size, progress, artifact=verb == "download")
             done = 0
             while done < size:
                 block = handle.read(min(self.request_bytes, size - done))

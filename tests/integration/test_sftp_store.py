@@ -9,8 +9,10 @@ import os
 import shutil
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -336,3 +338,89 @@ def test_download_file_for_data_sources(sshd: Sshd, remote_dir: Path, tmp_path: 
     with pytest.raises(StoreError, match="no such file"):
         download_file(sshd.url(remote_dir / "missing.csv"), tmp_path / "missing.csv")
     assert not (tmp_path / "missing.csv").exists()
+
+
+def test_progress_artifact_and_logs_inside_a_flow_run(
+    sshd: Sshd,
+    remote_dir: Path,
+    tmp_path: Path,
+    prefect_server: object,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    monkeypatch.setattr(sftp_module, "PROGRESS_MIN_BYTES", 1_000_000)
+    files = make_files(tmp_path / "out", {"clf_nn.joblib": 2_000_000, "small.json": 10})
+    url = sshd.url(remote_dir)
+
+    @flow(name="sftp-progress-check")
+    def publish_flow() -> Any:
+        from prefect.runtime import flow_run
+
+        publish(url, "exp", "v1", files)
+        return flow_run.id
+
+    # Prefect's run loggers do not propagate to the root logger caplog listens on.
+    run_logger = logging.getLogger("prefect.flow_runs")
+    run_logger.addHandler(caplog.handler)
+    try:
+        run_id = publish_flow()
+    finally:
+        run_logger.removeHandler(caplog.handler)
+    assert "clf_nn.joblib.part: 100% of 2.0 MB" in caplog.text
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(str(run_id))])
+            )
+        )
+    progress = [a for a in artifacts if a.type == "progress"]
+    # One for the upload of the large file, none for the small one.
+    assert len(progress) == 1
+    assert "clf_nn.joblib.part" in (progress[0].description or "")
+    assert progress[0].data == pytest.approx(100.0)
+
+
+def test_train_flow_reads_csv_from_and_publishes_to_sftp(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, prefect_server: object
+) -> None:
+    import joblib
+
+    from flows.train import train
+    from tests.train_helpers import write_original_layout_csv
+
+    remote_dir.mkdir()
+    shutil.chown(remote_dir, sshd.user, sshd.user)
+    csv = write_original_layout_csv(remote_dir / "letters.csv")
+    shutil.chown(csv, sshd.user, sshd.user)
+    data_url = sshd.url(csv)
+    destination = sshd.url(remote_dir / "models")
+
+    outcome = train(
+        data=data_url,
+        models=["lda"],
+        destination=destination,
+        experiment="letters",
+    )
+
+    assert outcome.location == f"{destination}/letters/{outcome.version}"
+    with open_store(destination) as store:
+        assert store.latest("letters") == outcome.version
+        assert store.list_versions("letters") == [outcome.version]
+        fetched = store.fetch("letters", None, tmp_path / "fetched")  # verifies every sha256
+    assert {"clf_lda.joblib", "metadata.json", "manifest.json"} <= set(os.listdir(fetched))
+    manifest = json.loads((fetched / "manifest.json").read_text())
+    assert manifest["data"]["source"] == data_url
+    assert manifest["data"]["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+    metadata = json.loads((fetched / "metadata.json").read_text())
+    assert metadata["train_accuracy_lda"] == manifest["models"]["lda"]["cv"]["accuracy"]["mean"]
+    model = joblib.load(fetched / "clf_lda.joblib")
+    assert hasattr(model, "predict")
+    # Credentials never travel as flow parameters.
+    text = json.dumps(manifest["parameters"])
+    assert "KUBETRAIN_SSH" not in text
+    assert sshd.client_key.read_text().splitlines()[1] not in text
+    assert not [p for p in remote_tree(remote_dir) if p.endswith(".part")]
