@@ -340,28 +340,30 @@ def _resolve_path(value: str, base: Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _key_source(key: KeyConfig, base: Path, where: str) -> KeySource:
+def _key_source(key: KeyConfig, source: Path, where: str) -> KeySource:
+    base = source.parent
     chosen = [n for n in ("path", "env_var", "secret_block") if getattr(key, n)]
     if len(chosen) != 1:
         raise InventoryError(
-            f"{where}.key: set exactly one of path, env_var or secret_block "
+            f"inventory {source}: {where}.key: set exactly one of path, env_var or secret_block "
             f"(got {', '.join(chosen) or 'none'})"
         )
     path = _resolve_path(key.path, base) if key.path else None
     if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
         raise InventoryError(
-            f"{where}.key.path: SSH private key {path} is missing or unreadable; "
-            "point it at a readable key file (chmod 600, owned by you)"
+            f"inventory {source}: {where}.key.path: SSH private key {path} is missing or "
+            "unreadable; point it at a readable key file (chmod 600, owned by you)"
         )
     if key.env_var and not os.environ.get(key.env_var, "").strip():
         raise InventoryError(
-            f"{where}.key.env_var: environment variable {key.env_var} is unset or empty; "
-            "export it with the private key text"
+            f"inventory {source}: {where}.key.env_var: environment variable {key.env_var} is "
+            "unset or empty; export it with the private key text"
         )
     passphrase_file = _resolve_path(key.passphrase_file, base) if key.passphrase_file else None
     if passphrase_file is not None and not os.access(passphrase_file, os.R_OK):
         raise InventoryError(
-            f"{where}.key.passphrase_file: {passphrase_file} is missing or unreadable"
+            f"inventory {source}: {where}.key.passphrase_file: {passphrase_file} is missing or "
+            "unreadable"
         )
     return KeySource(
         path=path,
@@ -390,7 +392,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
             f"inventory {source}: ssh.known_hosts {known_hosts} is missing or unreadable; "
             "create it with each host's verified key (ssh-keyscan, then compare fingerprints)"
         )
-    default_key = _key_source(model.ssh.key, base, "ssh")
+    default_key = _key_source(model.ssh.key, source, "ssh")
 
     def resolve(spec: HostSpec, role: Literal["control-plane", "worker"], where: str) -> Host:
         return Host(
@@ -399,7 +401,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
             port=spec.port or model.ssh.port,
             user=spec.user or model.ssh.user,
             sudo=model.ssh.sudo if spec.sudo is None else spec.sudo,
-            key=_key_source(spec.key, base, where) if spec.key else default_key,
+            key=_key_source(spec.key, source, where) if spec.key else default_key,
             known_hosts=known_hosts,
             connect_timeout=model.ssh.connect_timeout,
             command_timeout=model.ssh.command_timeout,

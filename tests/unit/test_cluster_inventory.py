@@ -1,0 +1,249 @@
+"""Inventory validation: every bad inventory is a clear error before any SSH connection."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.cluster import InventoryError, load_inventory, parse_inventory
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO_ROOT / "infra" / "inventory.example.yaml"
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    key = tmp_path / "id_ed25519"
+    key.write_text("not parsed before connecting\n")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    return {"key": key, "known_hosts": known_hosts, "source": tmp_path / "inventory.yaml"}
+
+
+@pytest.fixture
+def data(files: dict[str, Path]) -> dict[str, Any]:
+    """The example inventory with key and known_hosts pointing at files that exist."""
+    loaded = yaml.safe_load(EXAMPLE.read_text())
+    loaded["ssh"]["key"] = {"path": str(files["key"])}
+    loaded["ssh"]["known_hosts"] = str(files["known_hosts"])
+    return loaded
+
+
+def error_of(data: Any, source: Path) -> str:
+    with pytest.raises(InventoryError) as caught:
+        parse_inventory(data, source)
+    return str(caught.value)
+
+
+def test_example_inventory_is_valid_and_resolves_defaults(data, files):
+    inventory = parse_inventory(data, files["source"])
+
+    assert inventory.kubernetes_version == "1.31"
+    assert inventory.pod_network_cidr == "10.244.0.0/16"
+    assert inventory.cni.name == "flannel"
+    assert inventory.cni.version == "v0.26.1"
+    assert [host.name for host in inventory.hosts] == ["cp-1", "worker-1", "worker-2"]
+    assert inventory.advertise_address == "192.0.2.10"
+    worker = inventory.workers[0]
+    assert (worker.user, worker.port, worker.sudo, worker.role) == ("ubuntu", 22, True, "worker")
+    assert worker.key.path == files["key"]
+    assert inventory.kubeconfig_path == files["source"].parent / "kubeconfig"
+    assert inventory.control_plane.endpoint().host == "192.0.2.10"
+
+
+def test_example_file_loads_or_names_the_ssh_file_to_provide(monkeypatch, tmp_path):
+    # As shipped it points at ~/.ssh files; with an empty home the error says which one.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(InventoryError, match=r"ssh\.known_hosts .*known_hosts is missing"):
+        load_inventory(EXAMPLE)
+
+
+def test_per_host_overrides(data, files, tmp_path):
+    other_key = tmp_path / "other_key"
+    other_key.write_text("x")
+    data["workers"][1].update(user="admin", port=2222, sudo=False, key={"path": str(other_key)})
+    worker = parse_inventory(data, files["source"]).workers[1]
+    assert (worker.user, worker.port, worker.sudo, worker.key.path) == (
+        "admin",
+        2222,
+        False,
+        other_key,
+    )
+
+
+def test_missing_control_plane(data, files):
+    del data["control_plane"]
+    message = error_of(data, files["source"])
+    assert "control_plane: required but missing" in message
+    assert str(files["source"]) in message
+
+
+def test_worker_missing_address(data, files):
+    del data["workers"][1]["address"]
+    assert "workers.1.address: required but missing" in error_of(data, files["source"])
+
+
+def test_duplicate_address(data, files):
+    data["workers"][1]["address"] = data["workers"][0]["address"]
+    message = error_of(data, files["source"])
+    assert "duplicate address 192.0.2.11:22" in message
+    assert "'worker-1' and 'worker-2'" in message
+
+
+def test_same_address_on_other_ports_is_allowed(data, files):
+    data["workers"][1]["address"] = data["workers"][0]["address"]
+    data["workers"][1]["port"] = 2201
+    assert len(parse_inventory(data, files["source"]).workers) == 2
+
+
+def test_duplicate_node_name(data, files):
+    data["workers"][1]["name"] = "worker-1"
+    assert "duplicate node name 'worker-1'" in error_of(data, files["source"])
+
+
+def test_invalid_node_name(data, files):
+    data["workers"][0]["name"] = "Worker_1"
+    assert "not a valid Kubernetes node name" in error_of(data, files["source"])
+
+
+@pytest.mark.parametrize(
+    ("cidr", "expected"),
+    [
+        ("10.244.0.0/33", "not a valid network in CIDR notation"),
+        ("10.244.1.0/16", "has host bits set"),
+        ("banana", "not a valid network"),
+        ("10.244.0.0/24", "flannel gives each node a /24"),
+        ("fd00::/48", "not IPv4"),
+    ],
+)
+def test_bad_pod_cidr(data, files, cidr, expected):
+    data["pod_network_cidr"] = cidr
+    message = error_of(data, files["source"])
+    assert "pod_network_cidr" in message
+    assert expected in message
+
+
+def test_pod_cidr_overlapping_a_node(data, files):
+    data["pod_network_cidr"] = "192.0.0.0/16"
+    assert "contains host cp-1 (192.0.2.10)'s address" in error_of(data, files["source"])
+
+
+def test_unknown_cni(data, files):
+    data["cni"]["name"] = "calico"
+    assert "cni.name: unknown CNI 'calico': supported: flannel" in error_of(data, files["source"])
+
+
+def test_unpinned_cni_version(data, files):
+    data["cni"]["version"] = "latest"
+    assert "cni.version: 'latest' is not a release tag like v0.26.1" in error_of(
+        data, files["source"]
+    )
+
+
+def test_unreadable_key(data, files, tmp_path):
+    data["ssh"]["key"] = {"path": str(tmp_path / "missing_key")}
+    message = error_of(data, files["source"])
+    assert f"SSH private key {tmp_path / 'missing_key'} is missing or unreadable" in message
+
+
+def test_key_that_is_a_directory(data, files, tmp_path):
+    data["workers"][0]["key"] = {"path": str(tmp_path)}
+    assert "workers.0.key.path" in error_of(data, files["source"])
+
+
+def test_key_env_var_unset(data, files, monkeypatch):
+    monkeypatch.delenv("KT_TEST_NO_SUCH_KEY", raising=False)
+    data["ssh"]["key"] = {"env_var": "KT_TEST_NO_SUCH_KEY"}
+    assert "KT_TEST_NO_SUCH_KEY is unset or empty" in error_of(data, files["source"])
+
+
+def test_two_key_sources(data, files):
+    data["ssh"]["key"]["env_var"] = "SOMETHING"
+    assert "set exactly one of path, env_var or secret_block" in error_of(data, files["source"])
+
+
+def test_missing_known_hosts(data, files, tmp_path):
+    data["ssh"]["known_hosts"] = str(tmp_path / "nope")
+    assert "ssh.known_hosts" in error_of(data, files["source"])
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (1.3, "YAML reads 1.30 as 1.3: quote the version"),
+        ("1.23", "not a supported Kubernetes minor version"),
+        ("1.31.2", "not a supported Kubernetes minor version"),
+        ("latest", "not a supported Kubernetes minor version"),
+    ],
+)
+def test_bad_kubernetes_version(data, files, version, expected):
+    data["kubernetes_version"] = version
+    message = error_of(data, files["source"])
+    assert "kubernetes_version" in message
+    assert expected in message
+
+
+def test_version_with_v_prefix_is_normalized(data, files):
+    data["kubernetes_version"] = "v1.30"
+    assert parse_inventory(data, files["source"]).kubernetes_version == "1.30"
+
+
+def test_typo_in_a_setting(data, files):
+    data["workers"][0]["adress"] = "192.0.2.99"
+    assert "workers.0.adress: unknown setting" in error_of(data, files["source"])
+
+
+def test_advertise_address_must_be_an_ip(data, files):
+    data["control_plane"]["address"] = "cp-1.example.internal"
+    assert "set control_plane.advertise_address" in error_of(data, files["source"])
+    data["control_plane"]["advertise_address"] = "cp-1"
+    assert "is not an IP address" in error_of(data, files["source"])
+
+
+def test_not_a_mapping(files):
+    assert "must be a YAML mapping" in error_of(["a", "list"], files["source"])
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(InventoryError, match="cannot read inventory"):
+        load_inventory(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("workers: [\n")
+    with pytest.raises(InventoryError, match="not valid YAML"):
+        load_inventory(broken)
+
+
+def test_cli_rejects_bad_inventories_before_any_ssh_connection(data, files, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import tasks.ssh
+    from flows import cluster as cluster_flows
+
+    def no_ssh(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an SSH connection was attempted")
+
+    monkeypatch.setattr(tasks.ssh, "connect", no_ssh)
+    monkeypatch.setattr(tasks.ssh.paramiko.SSHClient, "connect", no_ssh)
+    cases = {
+        "missing-host": lambda d: d.pop("control_plane"),
+        "duplicate-address": lambda d: d["workers"][1].update(address="192.0.2.11"),
+        "bad-cidr": lambda d: d.update(pod_network_cidr="10.244.0.0/40"),
+        "unknown-cni": lambda d: d["cni"].update(name="weave"),
+        "unreadable-key": lambda d: d["ssh"].update(key={"path": str(tmp_path / "gone")}),
+    }
+    runner = CliRunner()
+    for name, breaks in cases.items():
+        broken = copy.deepcopy(data)
+        breaks(broken)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(broken))
+        for command in ("bootstrap", "join", "teardown"):
+            result = runner.invoke(
+                cluster_flows.app, [command, "--inventory", str(path), "--dry-run"]
+            )
+            assert result.exit_code == 2, (name, command, result.output)
+            assert f"inventory {path}" in result.output

@@ -1,0 +1,337 @@
+"""The cluster plan: golden command lists per step, join-command parsing, and the runner's logic.
+
+Golden files (tests/golden/cluster-*.txt) hold the exact commands for one host per phase, for a
+reviewer to read. After an intended change, regenerate them with
+`KUBETRAIN_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_cluster_plan.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tasks.cluster import (
+    JOIN_TOKEN_COMMAND,
+    ClusterReport,
+    ClusterStepError,
+    Command,
+    Host,
+    Inventory,
+    Step,
+    WaitSpec,
+    control_plane_steps,
+    join_steps,
+    nodes_ready_step,
+    parse_inventory,
+    parse_join_command,
+    parse_ready,
+    prepare_steps,
+    render_plan,
+    run_steps,
+    teardown_steps,
+)
+from tasks.ssh import CommandResult, SshTransientError
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+HASH = "sha256:" + "3f" * 32
+# Exactly what `kubeadm token create --print-join-command` prints (note the trailing space).
+REAL_JOIN_OUTPUT = (
+    f"kubeadm join 192.0.2.10:6443 --token abcdef.0123456789abcdef "
+    f"--discovery-token-ca-cert-hash {HASH} \n"
+)
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Inventory:
+    key = tmp_path / "key"
+    key.write_text("k")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    data = {
+        "kubernetes_version": "1.31",
+        "ssh": {"user": "ubuntu", "key": {"path": str(key)}, "known_hosts": str(known_hosts)},
+        "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
+        "workers": [
+            {"name": "worker-1", "address": "192.0.2.11"},
+            {"name": "worker-2", "address": "192.0.2.12", "user": "root", "sudo": False},
+        ],
+    }
+    return parse_inventory(data, Path("/srv/kubetrain/inventory.yaml"))
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("KUBETRAIN_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"missing golden file {path}: run with KUBETRAIN_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"plan differs from {path}; review, then regenerate"
+
+
+def test_golden_prepare_plan(inventory):
+    host = inventory.control_plane
+    check_golden("cluster-prepare.txt", render_plan(host, prepare_steps(inventory)))
+
+
+def test_golden_control_plane_plan(inventory):
+    host = inventory.control_plane
+    check_golden("cluster-control-plane.txt", render_plan(host, control_plane_steps(inventory)))
+
+
+def test_golden_join_plan(inventory):
+    worker = inventory.workers[0]
+    join = parse_join_command(REAL_JOIN_OUTPUT)
+    steps = (*join_steps(worker, join), nodes_ready_step(inventory))
+    text = render_plan(worker, steps)
+    check_golden("cluster-join.txt", text)
+    assert "abcdef.0123456789abcdef" not in text
+
+
+def test_golden_teardown_plan(inventory):
+    worker = inventory.workers[0]
+    check_golden("cluster-teardown.txt", render_plan(worker, teardown_steps(inventory, True)))
+
+
+def test_sudo_hosts_get_sudo_n_sh_c_and_root_hosts_plain_commands(inventory):
+    command = Command("swapoff -a && echo 'done'")
+    sudo_host, root_host = inventory.workers
+    assert command.wire(sudo_host) == "sudo -n sh -c 'swapoff -a && echo '\"'\"'done'\"'\"''"
+    assert command.wire(root_host) == "swapoff -a && echo 'done'"
+    assert Command('[ -e "$HOME/x" ]', sudo=False).wire(sudo_host) == '[ -e "$HOME/x" ]'
+    plan = render_plan(root_host, prepare_steps(inventory))
+    assert "[sudo]" not in plan
+
+
+def test_user_kubeconfig_runs_sudo_inside_the_users_shell(inventory):
+    step = next(s for s in control_plane_steps(inventory) if s.name == "user-kubeconfig")
+    # $HOME and id must expand in the SSH user's shell, not root's.
+    assert step.apply[1].wire(inventory.control_plane).startswith("sudo -n install -m 0600")
+    assert '"$HOME/.kube/config"' in step.apply[1].text
+
+
+def test_pod_cidr_is_written_into_the_flannel_manifest(inventory, tmp_path):
+    inventory_data = {
+        "kubernetes_version": "1.30",
+        "pod_network_cidr": "10.32.0.0/16",
+        "ssh": {
+            "key": {"path": str(inventory.control_plane.key.path)},
+            "known_hosts": str(inventory.control_plane.known_hosts),
+        },
+        "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
+    }
+    custom = parse_inventory(inventory_data, tmp_path / "inv.yaml")
+    steps = {s.name: s for s in control_plane_steps(custom)}
+    assert "--pod-network-cidr=10.32.0.0/16" in steps["kubeadm-init"].apply[0].text
+    assert '"Network": "10.32.0.0/16"' in steps["cni"].apply[0].text
+    repo = {s.name: s for s in prepare_steps(custom)}["kubernetes-apt-repo"]
+    assert "/v1.30/deb/" in repo.check.text
+
+
+# -- join command ----------------------------------------------------------------------------
+
+
+def test_join_command_parsed_from_real_output():
+    join = parse_join_command(REAL_JOIN_OUTPUT)
+    assert join.endpoint == "192.0.2.10:6443"
+    assert join.token == "abcdef.0123456789abcdef"
+    assert join.ca_cert_hash == HASH
+    command = join.command("worker-1")
+    assert command.text == (
+        "kubeadm join 192.0.2.10:6443 --token abcdef.0123456789abcdef "
+        f"--discovery-token-ca-cert-hash {HASH} --node-name=worker-1"
+    )
+    assert "abcdef.0123456789abcdef" not in command.shown()
+    assert "abcdef.0123456789abcdef" not in repr(join)
+
+
+def test_join_command_with_warnings_around_it():
+    output = "W1128 17:00:00.000000 warning: something\n" + REAL_JOIN_OUTPUT + "\n"
+    assert parse_join_command(output).endpoint == "192.0.2.10:6443"
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "",
+        "kubeadm join 192.0.2.10:6443 --token ABCDEF.0123456789abcdef "
+        f"--discovery-token-ca-cert-hash {HASH}",
+        "kubeadm join 192.0.2.10:6443 --token abcdef.0123456789abcdef "
+        "--discovery-token-ca-cert-hash sha256:1234",
+        "kubeadm join 192.0.2.10 --token abcdef.0123456789abcdef "
+        f"--discovery-token-ca-cert-hash {HASH}",
+        REAL_JOIN_OUTPUT + REAL_JOIN_OUTPUT,
+        REAL_JOIN_OUTPUT.strip() + " ; rm -rf /",
+    ],
+)
+def test_malformed_join_commands_are_rejected(output):
+    with pytest.raises(ValueError, match="join") as caught:
+        parse_join_command(output)
+    assert "0123456789abcdef" not in str(caught.value)
+
+
+def test_join_token_command_is_fresh_and_short_lived():
+    assert JOIN_TOKEN_COMMAND.text == "kubeadm token create --print-join-command --ttl 30m"
+
+
+def test_parse_ready():
+    output = "cp-1=True\nworker-1=False\n---\netcd-cp-1=True\ncoredns-1=\n"
+    nodes, pods = parse_ready(output)
+    assert nodes == {"cp-1": True, "worker-1": False}
+    assert pods == {"etcd-cp-1": True, "coredns-1": False}
+
+
+# -- runner ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeRemote:
+    """Answers commands from a script of (substring → result); records what ran."""
+
+    answers: list[tuple[str, int, str, str]]
+    ran: list[str] = field(default_factory=list)
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        self.ran.append(command)
+        for index, (needle, code, out, err) in enumerate(self.answers):
+            if needle in command:
+                del self.answers[index]
+                return CommandResult(command, code, out, err)
+        raise AssertionError(f"unexpected command {command}")
+
+    def fetch(self, remote_path: str) -> bytes | None:
+        return None
+
+
+STEPS = (
+    Step("one", "first", Command("check-one"), (Command("apply-one"),)),
+    Step("two", "second", Command("check-two"), (Command("apply-two-a"), Command("apply-two-b"))),
+    Step("three", "third", Command("check-three"), (Command("apply-three"),)),
+)
+
+
+def host_of(inventory: Inventory) -> Host:
+    return inventory.workers[1]  # root, no sudo: commands go as written
+
+
+def test_satisfied_steps_apply_nothing(inventory):
+    remote = FakeRemote([("check-", 0, "", "")] * 3)
+    results = run_steps(remote, host_of(inventory), STEPS, dry_run=False)
+    assert [r.status for r in results] == ["satisfied"] * 3
+    assert remote.ran == ["check-one", "check-two", "check-three"]
+    report = ClusterReport("bootstrap-cluster", False, results)
+    assert "nothing to do" in report.summary()
+    assert report.changed is False
+
+
+def test_failed_check_applies_then_rechecks(inventory):
+    remote = FakeRemote(
+        [("check-one", 1, "", "no"), ("apply-one", 0, "", ""), ("check-one", 0, "", "")]
+        + [("check-", 0, "", "")] * 2
+    )
+    results = run_steps(remote, host_of(inventory), STEPS, dry_run=False)
+    assert [r.status for r in results] == ["applied", "satisfied", "satisfied"]
+    assert remote.ran[:3] == ["check-one", "apply-one", "check-one"]
+
+
+def test_dry_run_never_applies_and_says_why(inventory):
+    remote = FakeRemote([("check-one", 1, "", "swap is on"), ("check-", 0, "", "")] * 2)
+    results = run_steps(remote, host_of(inventory), STEPS, dry_run=True)
+    assert [r.status for r in results] == ["would-apply", "satisfied", "satisfied"]
+    assert not any("apply" in command for command in remote.ran)
+    assert "check exited 1: check-one" in results[0].reason
+    assert "swap is on" in results[0].reason
+    assert results[0].commands == ["apply-one"]
+
+
+def test_failing_apply_names_host_step_command_exit_code_and_stderr_tail(inventory):
+    remote = FakeRemote(
+        [
+            ("check-one", 0, "", ""),
+            ("check-two", 1, "", ""),
+            ("apply-two-a", 0, "", ""),
+            ("apply-two-b", 100, "", "noise\n" * 500 + "E: Unable to locate package kubelet"),
+        ]
+    )
+    with pytest.raises(ClusterStepError) as caught:
+        run_steps(remote, host_of(inventory), STEPS, dry_run=False)
+    error = caught.value
+    assert (error.host, error.step, error.command, error.exit_code) == (
+        "worker-2 (192.0.2.12)",
+        "two",
+        "apply-two-b",
+        100,
+    )
+    assert str(error).startswith("host worker-2 (192.0.2.12), step two: `apply-two-b` failed")
+    assert error.detail.endswith("E: Unable to locate package kubelet")
+    assert len(error.detail) < 1000
+    assert [(r.step, r.status) for r in error.results] == [
+        ("one", "satisfied"),
+        ("two", "failed"),
+        ("three", "skipped"),
+    ]
+    assert "check-three" not in remote.ran
+
+
+def test_check_still_failing_after_apply_is_an_error(inventory):
+    remote = FakeRemote(
+        [("check-one", 1, "", ""), ("apply-one", 0, "", ""), ("check-one", 1, "", "still")]
+    )
+    with pytest.raises(ClusterStepError, match="every apply command succeeded but the check"):
+        run_steps(remote, host_of(inventory), STEPS[:1], dry_run=False)
+
+
+def test_ssh_failure_becomes_a_step_error(inventory):
+    class Dropping(FakeRemote):
+        def run(self, command: str, timeout: float) -> CommandResult:
+            raise SshTransientError("the SSH connection dropped before the remote command exited")
+
+    with pytest.raises(ClusterStepError) as caught:
+        run_steps(Dropping([]), host_of(inventory), STEPS, dry_run=False)
+    assert caught.value.exit_code is None
+    assert "connection dropped" in str(caught.value)
+
+
+def test_wait_polls_until_ready(inventory):
+    step = nodes_ready_step(inventory)
+    not_ready = "cp-1=True\nworker-1=True\nworker-2=False\n"
+    ready = "cp-1=True\nworker-1=True\nworker-2=True\n"
+    remote = FakeRemote([("get nodes", 0, not_ready, "")] * 3 + [("get nodes", 0, ready, "")])
+    sleeps: list[float] = []
+    results = run_steps(
+        remote,
+        inventory.control_plane,
+        (step,),
+        dry_run=False,
+        wait=WaitSpec(timeout=60, interval=2),
+        sleep=sleeps.append,
+    )
+    assert results[0].status == "applied"
+    assert "node worker-2" in results[0].reason
+    assert sleeps == [2, 2, 2]
+
+
+def test_wait_times_out_with_what_is_not_ready(inventory):
+    step = nodes_ready_step(inventory)
+    remote = FakeRemote([("get nodes", 0, "cp-1=True\nworker-1=False\n", "")] * 1000)
+    with pytest.raises(ClusterStepError) as caught:
+        run_steps(
+            remote,
+            inventory.control_plane,
+            (step,),
+            dry_run=False,
+            wait=WaitSpec(timeout=0.05, interval=0.01),
+        )
+    message = str(caught.value)
+    assert "timed out after 0.05s waiting for node worker-1, node worker-2" in message
+
+
+def test_wait_in_dry_run_only_looks(inventory):
+    step = control_plane_steps(inventory)[-1]
+    remote = FakeRemote([("get nodes", 1, "", "connection refused")])
+    results = run_steps(remote, inventory.control_plane, (step,), dry_run=True)
+    assert results[0].status == "would-apply"
+    assert "the API server to answer" in results[0].reason
+    assert len(remote.ran) == 1
