@@ -108,6 +108,10 @@ def prefect_server() -> Iterator[PrefectServer]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server
     finally:
+        # Send buffered run logs while the server is still up, not to a closed port at exit.
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
         shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""The `predict` flow: batch inference from a published version (the original's inference.py).
+
+Fetches a version (LATEST by default) with every checksum verified, loads its models, scores a
+CSV, writes predictions.csv and reports accuracy when the CSV has the target column.
+`python -m flows.predict --help`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from prefect import flow
+
+DEFAULT_DATA = "data/sample_letters.csv"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    """What a predict run scored and wrote."""
+
+    version: str
+    predictions: Path
+    accuracy: dict[str, float] | None
+
+
+@flow(name="predict")
+def predict(
+    source: str = "./artifacts",
+    experiment: str = "default",
+    version: str | None = None,
+    data: str = DEFAULT_DATA,
+    output: str = "./predictions",
+) -> PredictOutcome:
+    """Score a CSV with every model of a published version; write predictions.csv.
+
+    Args:
+        source: The store the version was published to: a folder, file:///abs/path or
+            sftp://user@host[:port]/path (the train flow's destination).
+        experiment: Experiment the version belongs to.
+        version: Version to use; empty for the one LATEST names.
+        data: CSV to score, in the training layout (path, file://, http(s):// or sftp://).
+            When it has the target column, accuracy per model is reported too.
+        output: Local folder for <version>-predictions.csv.
+    """
+    from prefect.artifacts import create_table_artifact
+    from prefect.logging import get_run_logger
+
+    from tasks.inference import fetch_version, score_data, write_predictions
+
+    if data == DEFAULT_DATA and not Path(data).exists():
+        data = str(REPO_ROOT / DEFAULT_DATA)
+    with tempfile.TemporaryDirectory(prefix="kubetrain-predict-") as tmp:
+        loaded = fetch_version(source, experiment, version or None, Path(tmp))
+        scores = score_data(loaded, data, Path(tmp))
+    written = write_predictions(
+        scores.predictions, Path(output) / f"{loaded.version}-predictions.csv"
+    )
+    logger = get_run_logger()
+    if scores.accuracy is not None:
+        create_table_artifact(
+            key="predict-accuracy",
+            table=[{"model": m, "accuracy": round(a, 6)} for m, a in scores.accuracy.items()],
+            description=f"Accuracy of {experiment}/{loaded.version} on {data}",
+        )
+        logger.info("accuracy on %s: %s", data, scores.accuracy)
+    logger.info("wrote %s (%d rows)", written, len(scores.predictions))
+    return PredictOutcome(version=loaded.version, predictions=written, accuracy=scores.accuracy)
+
+
+def cli(
+    source: Annotated[str, typer.Option(help="Store URL the version was published to.")] = (
+        "./artifacts"
+    ),
+    experiment: Annotated[str, typer.Option(help="Experiment name.")] = "default",
+    version: Annotated[str, typer.Option(help="Version; empty for LATEST.")] = "",
+    data: Annotated[str, typer.Option(help="CSV to score (training layout).")] = DEFAULT_DATA,
+    output: Annotated[str, typer.Option(help="Folder for the predictions CSV.")] = (
+        "./predictions"
+    ),
+) -> None:
+    """Score a CSV with a published version's models and print accuracy per model."""
+    try:
+        outcome = predict(
+            source=source, experiment=experiment, version=version or None, data=data, output=output
+        )
+    except Exception as error:  # the flow run already logged the traceback
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"version {outcome.version}: predictions in {outcome.predictions}")
+    for model, accuracy in (outcome.accuracy or {}).items():
+        typer.echo(f"  accuracy {model}: {accuracy:.6f}")
+
+
+if __name__ == "__main__":
+    typer.run(cli)
