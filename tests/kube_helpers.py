@@ -381,21 +381,22 @@ def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def record_worker_submission(
+def record_worker_submissions(
     pool: str,
     api_url: str,
     workdir: Path,
     *,
     timeout: float = 240.0,
     extra_env: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Run the real Kubernetes worker once against a stand-in API; return the Job body it sent.
+) -> list[dict[str, Any]]:
+    """Run the real Kubernetes worker once against a stand-in API; return the Job bodies it sent.
 
     `prefect worker start --pool <pool> --type kubernetes --run-once` with KUBECONFIG pointing
     at a `StandinKubernetesApi` on 127.0.0.1 and PREFECT_API_URL=api_url. The worker picks up
-    the scheduled runs due now, submits one Job per run and exits. The kopf observer is
-    disabled (the stand-in does not serve watches). Raises AssertionError with the worker's
-    output if it submitted no Job.
+    the scheduled runs due now, submits one Job per run (POST
+    /apis/batch/v1/namespaces/<ns>/jobs) and exits; the runs stay Pending (nothing runs them).
+    The kopf observer is disabled (the stand-in serves no watches). Raises AssertionError with
+    the worker's output if it submitted no Job. The worker's output is in workdir/worker.log.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     with StandinKubernetesApi() as api:
@@ -437,7 +438,26 @@ def record_worker_submission(
             f"the worker submitted no Job (exit {proc.returncode}); requests: "
             f"{[(r.method, r.path) for r in api.requests]}\n{log.read_text()[-4000:]}"
         )
+        return jobs
+
+
+def record_worker_submission(
+    pool: str,
+    api_url: str,
+    workdir: Path,
+    *,
+    flow_run_id: str | None = None,
+    timeout: float = 240.0,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Job body the real worker submitted for flow_run_id (or the first one), see above."""
+    jobs = record_worker_submissions(pool, api_url, workdir, timeout=timeout, extra_env=extra_env)
+    if flow_run_id is None:
         return jobs[0]
+    for job in jobs:
+        if job["metadata"]["labels"].get("prefect.io/flow-run-id") == flow_run_id:
+            return job
+    raise AssertionError(f"no Job for flow run {flow_run_id} among {len(jobs)} submitted")
 
 
 def materialize_secret(files: Mapping[str, bytes], directory: Path) -> Path:
@@ -528,3 +548,62 @@ def wait_for_state(
         time.sleep(0.5)
         state = flow_run_state(api_url, flow_run_id)
     return state
+
+
+# --------------------------------------------------------------------------- deploy
+
+_DEPLOYED: dict[str, dict[str, str]] = {}
+
+
+def run_prefect_deploy(
+    api_url: str, prefect_file: Path = PREFECT_YAML, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """`prefect --no-prompt deploy --all` from the repository root against api_url."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "--no-prompt",
+            "deploy",
+            "--all",
+            "--prefect-file",
+            str(prefect_file),
+        ],
+        env=_child_env({"PREFECT_API_URL": api_url}),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ensure_project_deployed(api_url: str) -> dict[str, str]:
+    """Pools (kubetrain-k8s from the prod template, kubetrain-infra process) + deploy --all.
+
+    Done once per API URL (the session's Prefect server); returns {deployment name: id}.
+    """
+    if api_url in _DEPLOYED:
+        return _DEPLOYED[api_url]
+    from flows.work_pool import (
+        POOL_NAME,
+        load_base_job_template,
+        load_environment,
+        template_for_environment,
+        upsert_work_pool,
+    )
+
+    template = template_for_environment(load_base_job_template(), load_environment("prod"))
+    asyncio.run(upsert_work_pool(POOL_NAME, template))
+    resp = httpx.post(
+        f"{api_url}/work_pools/", json={"name": "kubetrain-infra", "type": "process"}, timeout=30
+    )
+    assert resp.status_code in (201, 409), resp.text
+    proc = run_prefect_deploy(api_url)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "An exception occurred" not in proc.stdout + proc.stderr, proc.stdout[-4000:]
+    resp = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=30)
+    resp.raise_for_status()
+    _DEPLOYED[api_url] = {d["name"]: d["id"] for d in resp.json()}
+    return _DEPLOYED[api_url]
