@@ -39,6 +39,13 @@ IMAGE = "kubetrain:container-test"
 IMAGE_UID = 10001
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Container tests may build the base and the image cold (about 6 minutes here): more time."""
+    for item in items:
+        if item.get_closest_marker("container") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(1800))
+
+
 @dataclass
 class DockerEngine:
     """A running private dockerd and the matching client."""

@@ -30,9 +30,10 @@ from tests.container.conftest import IMAGE_UID, REPO_ROOT, BuiltImage, DockerEng
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 MB = 1_000_000
-# Docker Hub's python:3.11-slim-bookworm is about 45 MB compressed and 130 MB on disk (amd64,
-# 3.11.13/14 releases); the budget below is for the final image on that base.
-SLIM_BASE_BYTES = 130 * MB
+# No registry here, so the official base cannot be measured: the budget holds for what the
+# Dockerfile adds (measured: image minus base) on top of an upper estimate of
+# python:3.11-slim-bookworm on disk (≈ 45 MB compressed, ≈ 125-150 MB unpacked on amd64).
+SLIM_BASE_BYTES = 160 * MB
 IMAGE_BUDGET_BYTES = 800 * MB
 
 # --------------------------------------------------------------------------- static checks
@@ -381,6 +382,9 @@ def test_rendered_job_pod_runs_in_the_image_and_publishes_over_sftp(
         wait_for_state,
     )
 
+    # A pool of its own: another test's `prefect worker --run-once` on the deployments' pool
+    # must not pick up this run, nor this worker theirs. Same base job template.
+    pool = "kubetrain-container-test"
     remote = container_sshd.home / f"container-{uuid.uuid4().hex[:8]}"
     destination = container_sshd.url(remote)
     parameters = {
@@ -390,9 +394,9 @@ def test_rendered_job_pod_runs_in_the_image_and_publishes_over_sftp(
         "destination": destination,
     }
     flow_run_id, _ = asyncio.run(
-        _deploy_and_schedule(project_image.name, parameters, "kubetrain-k8s", "train-adhoc")
+        _deploy_and_schedule(project_image.name, parameters, pool, "train-adhoc")
     )
-    job = record_worker_submission("kubetrain-k8s", prefect_server.api_url, tmp_path / "worker")
+    job = record_worker_submission(pool, prefect_server.api_url, tmp_path / "worker")
     args, env = pod_command(job)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == project_image.name
@@ -420,18 +424,21 @@ def test_rendered_job_pod_runs_in_the_image_and_publishes_over_sftp(
     env_file = tmp_path / "pod.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     command += ["--env-file", str(env_file), project_image.name, *args]
-    proc = docker_engine.run(*command, timeout=600, check=False)
-    output = (proc.stdout + proc.stderr).decode(errors="replace")
+    try:
+        proc = docker_engine.run(*command, timeout=600, check=False)
+        output = (proc.stdout + proc.stderr).decode(errors="replace")
 
-    # `prefect flow-run execute` exits 0 even when the flow fails: the API has the truth.
-    state = wait_for_state(prefect_server.api_url, flow_run_id, {"COMPLETED"}, timeout=30)
-    assert state["type"] == "COMPLETED", f"{state}\n{output[-6000:]}"
-    latest = (remote / "container" / "LATEST").read_text().strip()
-    version_dir = remote / "container" / latest
-    manifest = json.loads((version_dir / "manifest.json").read_text())
-    assert manifest["flow_run_id"] == flow_run_id
-    assert set(manifest["files"]) >= {"clf_lda.joblib", "metadata.json", "cv_results.csv"}
-    from tasks.store import sha256_file
+        # `prefect flow-run execute` exits 0 even when the flow fails: the API has the truth.
+        state = wait_for_state(prefect_server.api_url, flow_run_id, {"COMPLETED"}, timeout=30)
+        assert state["type"] == "COMPLETED", f"{state}\n{output[-6000:]}"
+        latest = (remote / "container" / "LATEST").read_text().strip()
+        version_dir = remote / "container" / latest
+        manifest = json.loads((version_dir / "manifest.json").read_text())
+        assert manifest["flow_run_id"] == flow_run_id
+        assert set(manifest["files"]) >= {"clf_lda.joblib", "metadata.json", "cv_results.csv"}
+        from tasks.store import sha256_file
 
-    for name, entry in manifest["files"].items():
-        assert sha256_file(version_dir / name) == entry["sha256"], name
+        for name, entry in manifest["files"].items():
+            assert sha256_file(version_dir / name) == entry["sha256"], name
+    finally:
+        shutil.rmtree(remote, ignore_errors=True)
