@@ -242,7 +242,8 @@ class Sshd:
                 title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
             except OSError:
                 continue
-            wanted = title.startswith(f"sshd: {self.user}@") or (
+            # Not "USER@internal-sftp": that is the session's forked SFTP server, a child of it.
+            wanted = title == f"sshd: {self.user}@notty" or (
                 include_monitors and title.startswith(f"sshd: {self.user} [priv]")
             )
             if wanted and self._descends_from_us(int(proc.name)):

@@ -179,31 +179,41 @@ def test_session_killed_mid_upload_is_retried_and_completes(
     part = remote_dir / "exp/v1/clf_nn.joblib.part"
     killed: list[int] = []
     visible_while_partial: list[list[str]] = []
+    in_flight, kill_done = threading.Event(), threading.Event()
+    reader = open_store(url)  # a concurrent reader, connected before the publisher
+    reader_sessions = _wait_for_sessions(sshd, 1)
 
     def kill_when_part_appears() -> None:
-        for _ in range(4000):
-            if part.exists() and part.stat().st_size > 0 and sshd.session_pids():
-                pids = sshd.session_pids()
-                with open_store(url) as reader:  # what a concurrent reader sees meanwhile
-                    visible_while_partial.append(reader.list_versions("exp"))
-                for pid in pids:
-                    os.kill(pid, 9)
-                killed.extend(pids)
+        try:
+            if not in_flight.wait(60) or not part.exists():
                 return
-            threading.Event().wait(0.002)
+            visible_while_partial.append(reader.list_versions("exp"))
+            pids = [p for p in sshd.session_pids() if p not in reader_sessions]
+            for pid in pids:
+                os.kill(pid, 9)
+            killed.extend(pids)
+        finally:
+            kill_done.set()
 
-    # Slow the upload a little so the killer reliably catches it in flight.
-    def throttle(name: str, done: int, total: int) -> None:
-        threading.Event().wait(0.003)
+    # The first progress report (1 MB written, the .part exists) holds the upload until the
+    # killer has killed its server process: the kill always lands mid-upload.
+    def hold_once(name: str, done: int, total: int) -> None:
+        if name == "clf_nn.joblib" and done >= 1_000_000 and not in_flight.is_set():
+            in_flight.set()
+            kill_done.wait(60)
 
     killer = threading.Thread(target=kill_when_part_appears)
     caplog.set_level(logging.WARNING, logger="tasks.sftp")
     killer.start()
-    with open_store(url) as store:
-        store.publish("exp", "v1", files, manifest_for("v1", files), progress=throttle)
-    killer.join()
+    try:
+        with open_store(url) as store:
+            store.publish("exp", "v1", files, manifest_for("v1", files), progress=hold_once)
+    finally:
+        in_flight.set()
+        killer.join()
+        reader.backend.close()
 
-    assert killed, "the upload finished before its session could be killed"
+    assert len(killed) == 1, "expected exactly the publisher's session to be killed"
     assert visible_while_partial
     assert all(v == [] for v in visible_while_partial)
     assert "reconnecting" in caplog.text
@@ -215,6 +225,16 @@ def test_session_killed_mid_upload_is_retried_and_completes(
 
 
 _real_init = sftp_module.SftpBackend.__init__
+
+
+def _wait_for_sessions(server: Sshd, count: int) -> set[int]:
+    # sshd renames the session process to "sshd: USER@notty" a moment after authentication.
+    for _ in range(500):
+        pids = server.session_pids()
+        if len(pids) >= count:
+            return set(pids)
+        threading.Event().wait(0.01)
+    raise AssertionError(f"expected {count} session(s), found {server.session_pids()}")
 
 
 def _fast_retry_init(self: sftp_module.SftpBackend, *args: object, **kwargs: object) -> None:
@@ -335,6 +355,10 @@ def test_download_file_for_data_sources(sshd: Sshd, remote_dir: Path, tmp_path: 
     destination = tmp_path / "data/letters.csv"
     download_file(sshd.url(remote_dir / "letters.csv"), destination)
     assert destination.read_text() == "a,b\n1,2\n"
+    # /~/ is the SFTP user's home.
+    home_relative = f"sftp://{sshd.user}@{sshd.address}:{sshd.port}/~/{remote_dir.name}/letters.csv"
+    download_file(home_relative, tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_text() == "a,b\n1,2\n"
     with pytest.raises(StoreError, match="no such file"):
         download_file(sshd.url(remote_dir / "missing.csv"), tmp_path / "missing.csv")
     assert not (tmp_path / "missing.csv").exists()
