@@ -131,8 +131,13 @@ def _finish(report: ClusterReport) -> dict[str, Any]:
 
 
 @flow(name="bootstrap-cluster", log_prints=False)
-def bootstrap_cluster(inventory: str, dry_run: bool = False) -> dict[str, Any]:
-    """Prepare every node, init the control plane, join the workers, verify all Ready."""
+def bootstrap_cluster(
+    inventory: str, dry_run: bool = False, work_pool: bool = False
+) -> dict[str, Any]:
+    """Prepare every node, init the control plane, join the workers, verify all Ready.
+
+    With work_pool, hand the fetched kubeconfig to the ensure-work-pool flow afterwards.
+    """
     inv = load_inventory(inventory)
     report = ClusterReport("bootstrap-cluster", dry_run)
     prepare = prepare_steps(inv)
@@ -161,7 +166,13 @@ def bootstrap_cluster(inventory: str, dry_run: bool = False) -> dict[str, Any]:
         _skip(report, [inv.control_plane], verify, "some hosts failed")
         return _finish(report)
     _run_on(report, [(inv.control_plane, verify)], dry_run, "verify", inv)
-    return _finish(report)
+    result = _finish(report)
+    if work_pool and not dry_run:
+        # Imported here: the work-pool flow pulls in prefect-kubernetes, which only it needs.
+        from flows.work_pool import ensure_work_pool
+
+        result["work_pool"] = ensure_work_pool(kubeconfig=str(inv.kubeconfig_path))
+    return result
 
 
 @flow(name="join-workers", log_prints=False)
@@ -245,10 +256,20 @@ def _invoke(flow_fn: Any, **kwargs: Any) -> None:
 
 
 @app.command()
-def bootstrap(inventory: InventoryOption, dry_run: DryRunOption = False) -> None:
+def bootstrap(
+    inventory: InventoryOption,
+    dry_run: DryRunOption = False,
+    work_pool: Annotated[
+        bool,
+        typer.Option(
+            "--work-pool",
+            help="Then run ensure-work-pool with the fetched kubeconfig (flows/work_pool.py).",
+        ),
+    ] = False,
+) -> None:
     """Prepare all nodes, init the control plane, join the workers, wait until all are Ready."""
     _validate(inventory)
-    _invoke(bootstrap_cluster, inventory=str(inventory), dry_run=dry_run)
+    _invoke(bootstrap_cluster, inventory=str(inventory), dry_run=dry_run, work_pool=work_pool)
 
 
 @app.command()

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from flows.cluster import bootstrap_cluster, join_workers, teardown_cluster
+from flows.cluster import app, bootstrap_cluster, join_workers, teardown_cluster
 from tasks.cluster import ClusterRunError
 from tests.standins.hosts import StandinCluster
 
@@ -88,15 +89,36 @@ def test_dry_run_on_fresh_hosts_lists_every_step_and_changes_nothing(hosts: Stan
     assert "kubeadm init --apiserver-advertise-address=127.0.0.2 --node-name=cp-1" in text
     assert "--token <fresh token>" in text
 
+    # The CLI: a dry-run teardown of fresh hosts has nothing to do and exits 0.
+    cli = CliRunner().invoke(
+        app, ["teardown", "--inventory", str(hosts.inventory_path), "--dry-run"]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert "teardown-cluster: dry run: nothing changed; nothing would change" in cli.output
+    for host in hosts.hosts:
+        assert host.snapshot() == before[host.name]
 
-def test_bootstrap_one_control_plane_two_workers_rerun_applies_nothing_teardown_twice(
-    hosts: StandinCluster,
+
+def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
+    hosts: StandinCluster, monkeypatch: pytest.MonkeyPatch
 ):
-    result = bootstrap_cluster(inventory=str(hosts.inventory_path))
+    # Bootstrap with one worker, then grow the cluster with a second one through join-workers.
+    full = hosts.inventory()
+    hosts.write_inventory(workers=full["workers"][:1])
+    first_result = bootstrap_cluster(inventory=str(hosts.inventory_path))
+    assert first_result["errors"] == []
+    assert nodes_registered(hosts) == {"cp-1", "worker-1"}
+    assert hosts.host("worker-2").calls() == []
+    hosts.write_inventory()
 
-    assert result["errors"] == []
-    assert result["changed"] is True
+    grown = join_workers(inventory=str(hosts.inventory_path))
+
+    assert grown["errors"] == []
+    assert statuses(grown, "worker-1") == {"kubeadm-join": "satisfied"}
+    assert statuses(grown, "cp-1") == {"nodes-ready": "applied"}
+    assert statuses(grown, "worker-2")["kubeadm-join"] == "applied"
     assert nodes_registered(hosts) == {"cp-1", "worker-1", "worker-2"}
+    result = {"results": first_result["results"] + grown["results"]}
     for host in hosts.hosts:
         assert host.tools() >= PREPARE_TOOLS, f"{host.name}: {PREPARE_TOOLS - host.tools()}"
         assert "kubeadm" in host.tools()
@@ -120,7 +142,8 @@ def test_bootstrap_one_control_plane_two_workers_rerun_applies_nothing_teardown_
         ]
     ]
     assert (hosts.cluster_state / "cni-annotation").read_text() == "flannel v0.26.1 10.244.0.0/16"
-    assert len(cp.calls_of("kubeadm", "token", "create")) == 1
+    # One fresh token per join phase: bootstrap (worker-1), then join-workers (worker-2).
+    assert len(cp.calls_of("kubeadm", "token", "create")) == 2
     for worker in hosts.workers:
         (join,) = worker.calls_of("kubeadm", "join")
         assert join[1] == "127.0.0.2:6443"
@@ -135,8 +158,16 @@ def test_bootstrap_one_control_plane_two_workers_rerun_applies_nothing_teardown_
     snapshots = {host.name: host.snapshot() for host in hosts.hosts}
     for host in hosts.hosts:
         host.clear_calls()
-    again = bootstrap_cluster(inventory=str(hosts.inventory_path))
+    handed_over: list[dict[str, object]] = []
+
+    def fake_ensure_work_pool(**kwargs: object) -> dict[str, object]:
+        handed_over.append(kwargs)
+        return {"pool": "kubetrain-k8s"}
+
+    monkeypatch.setattr("flows.work_pool.ensure_work_pool", fake_ensure_work_pool)
+    again = bootstrap_cluster(inventory=str(hosts.inventory_path), work_pool=True)
     joined = join_workers(inventory=str(hosts.inventory_path))
+    assert handed_over == [{"kubeconfig": str(hosts.kubeconfig_path)}]
 
     for rerun in (again, joined):
         assert rerun["changed"] is False
