@@ -95,6 +95,11 @@ def kubernetes_deployments(pool: str = "kubetrain-k8s", path: Path = PREFECT_YAM
     ]
 
 
+def flow_name_of(spec: Mapping[str, Any]) -> str:
+    """The flow name of a prefect.yaml deployment (our flows are named after their function)."""
+    return str(spec["entrypoint"]).rsplit(":", 1)[1].replace("_", "-")
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -104,7 +109,7 @@ def render_deployment_job(
     template: Mapping[str, Any] | None = None,
     flow_run_job_variables: Mapping[str, Any] | None = None,
     worker_env: Mapping[str, str] | None = None,
-    flow_name: str = "train",
+    flow_name: str | None = None,
     objects: Mapping[str, Any] | None = None,
     environment: str = "prod",
 ) -> dict[str, Any]:
@@ -133,7 +138,7 @@ def render_deployment_job(
     job_variables.update(flow_run_job_variables or {})
     objects = objects or sample_flow_run_objects(
         deployment_name=deployment_name,
-        flow_name=flow_name,
+        flow_name=flow_name or flow_name_of(spec),
         job_variables=job_variables,
         pool_name=spec["work_pool"]["name"],
     )

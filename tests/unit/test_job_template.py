@@ -24,8 +24,11 @@ from flows.work_pool import (
     validate_template,
 )
 from tests.kube_helpers import (
+    REPO_ROOT,
     deployment_spec,
+    flow_name_of,
     kubernetes_deployments,
+    load_prefect_yaml,
     pod_command,
     render_deployment_job,
     secret_mounts,
@@ -38,7 +41,9 @@ K8S_DEPLOYMENTS = kubernetes_deployments()
 def _render(name: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
     spec = deployment_spec(name)
     job_variables = {**spec["work_pool"]["job_variables"], **(overrides or {})}
-    objects = sample_flow_run_objects(deployment_name=name, job_variables=job_variables)
+    objects = sample_flow_run_objects(
+        deployment_name=name, flow_name=flow_name_of(spec), job_variables=job_variables
+    )
     job = render_deployment_job(
         name,
         flow_run_job_variables=overrides,
@@ -50,6 +55,11 @@ def _render(name: str, overrides: dict[str, Any] | None = None) -> tuple[dict[st
 
 def test_prefect_yaml_has_the_train_deployments() -> None:
     assert {"train-nightly", "train-adhoc"} <= set(K8S_DEPLOYMENTS)
+    entrypoints = {d["entrypoint"] for d in load_prefect_yaml()["deployments"]}
+    for flow_file in sorted((REPO_ROOT / "flows").glob("*.py")):
+        if flow_file.name != "__init__.py":
+            # every flow family has a deployment
+            assert any(e.startswith(f"flows/{flow_file.name}:") for e in entrypoints), flow_file
 
 
 def test_committed_template_is_the_derivation_of_prefect_kubernetes_default() -> None:
@@ -137,7 +147,7 @@ def test_rendered_job_for_each_deployment(name: str) -> None:
     for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
         assert labels["prefect.io/flow-run-id"] == str(objects["flow_run"].id)
         assert labels["prefect.io/deployment-name"] == name
-        assert labels["prefect.io/flow-name"] == "train"
+        assert labels["prefect.io/flow-name"] == flow_name_of(deployment_spec(name))
         assert labels["prefect.io/work-pool-name"] == "kubetrain-k8s"
 
 
