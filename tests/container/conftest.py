@@ -132,8 +132,8 @@ def _stop_pid(pid: int, timeout: float = 30.0) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def _stale_engine(pidfile: Path, data_root: Path) -> int | None:
-    """PID of a dockerd a crashed earlier run left on our data-root (we hold the lock now)."""
+def _running_engine(pidfile: Path, data_root: Path) -> int | None:
+    """PID of a dockerd already serving our data-root (scripts/dockerd.sh, or a crashed run)."""
     try:
         pid = int(pidfile.read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -167,9 +167,21 @@ def docker_engine() -> Iterator[DockerEngine]:
     # One engine per data-root: a second test session on this machine waits for the first.
     lock = (STATE_DIR / "lock").open("w")
     fcntl.flock(lock, fcntl.LOCK_EX)
-    stale = _stale_engine(pidfile, data_root)
-    if stale is not None:
-        _stop_pid(stale)
+    owner = RUN_DIR / "owner"
+    running = _running_engine(pidfile, data_root)
+    if running is not None:
+        by_hand = owner.is_file() and owner.read_text().strip() == "scripts/dockerd.sh"
+        engine = DockerEngine(
+            cli=cli, host=f"unix://{sock}", pid=running, log=STATE_DIR / "dockerd.log"
+        )
+        if by_hand and engine.run("version", timeout=20, check=False).returncode == 0:
+            # Started by hand with scripts/dockerd.sh: use it, and leave it running.
+            try:
+                yield engine
+            finally:
+                lock.close()
+            return
+        _stop_pid(running)  # what a crashed test session left behind
     pidfile.unlink(missing_ok=True)
     sock.unlink(missing_ok=True)
 
@@ -194,6 +206,7 @@ def docker_engine() -> Iterator[DockerEngine]:
             start_new_session=True,
         )
     engine = DockerEngine(cli=cli, host=f"unix://{sock}", pid=proc.pid, log=log)
+    owner.write_text("tests/container\n")
     try:
         deadline = time.monotonic() + 60
         ready = False
