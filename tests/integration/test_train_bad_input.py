@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,8 @@ def _good() -> pd.DataFrame:
     return original_layout_frame(classes=3, per_class=6, features=3)
 
 
-def _run_expecting(destination: Path, message: str, **parameters: object) -> None:
-    parameters = {"models": ["lda"], "destination": str(destination)} | parameters
+def _run_expecting(destination: Path, message: str, **overrides: Any) -> None:
+    parameters: dict[str, Any] = {"models": ["lda"], "destination": str(destination)} | overrides
     with pytest.raises(Exception, match=message):
         train(**parameters)
     assert published_versions(destination) == []

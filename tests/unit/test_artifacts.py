@@ -54,7 +54,7 @@ def test_serialize_writes_the_originals_files(tmp_path: Path, results) -> None:
     np.testing.assert_array_equal(loaded.coef_, results["lda"].estimator.coef_)
     with files["cv_results.csv"].open() as stream:
         rows = list(csv.DictReader(stream))
-    assert len(rows) == 1 * 3 * 2  # models × folds × metrics
+    assert len(rows) == 1 * 3 * 2  # models, folds, metrics
     assert rows[0] == {"model": "lda", "fold": "0", "metric": "accuracy", "score": "0.5"}
     assert [float(r["score"]) for r in rows if r["metric"] == "f1_macro"] == [0.4, 1.0, 0.7]
 

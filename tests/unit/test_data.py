@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import DataError, fetch_http, fetch_source, load_data, load_dataset
+from tasks.data import DataError, Dataset, fetch_http, fetch_source, load_data, load_dataset
 from tests.train_helpers import (
     LocalHttpServer,
     StallingServer,
@@ -24,8 +25,8 @@ def csv_path(tmp_path: Path) -> Path:
     return write_original_layout_csv(tmp_path / "train.csv", classes=4, per_class=6, features=3)
 
 
-def _load(data: str, **kwargs: object):
-    args = {"target": "# Letter", "drop_columns": ["Line"], "folds": 5} | kwargs
+def _load(data: str, **kwargs: Any) -> Dataset:
+    args: dict[str, Any] = {"target": "# Letter", "drop_columns": ["Line"], "folds": 5} | kwargs
     return load_data.fn(data, **args)
 
 

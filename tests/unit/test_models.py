@@ -63,7 +63,8 @@ def test_unknown_model_lists_valid_choices() -> None:
 def test_unknown_parameter_lists_valid_parameters() -> None:
     with pytest.raises(
         ModelConfigError,
-        match=r"model_params for 'nn': unknown parameter\(s\) hidden_units; valid parameters: activation, alpha",
+        match=r"model_params for 'nn': unknown parameter\(s\) hidden_units; "
+        r"valid parameters: activation, alpha",
     ):
         check_configuration(["nn"], {"nn": {"hidden_units": 3}}, ["accuracy"], "l2", 0)
 

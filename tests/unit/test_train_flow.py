@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
-from click.testing import CliRunner
+from typer.testing import CliRunner
 
 from flows.train import DEFAULT_DATA, cli, train
 from tests.conftest import REPO_ROOT
@@ -59,8 +59,7 @@ def test_every_parameter_has_a_description_in_the_deployment_schema() -> None:
 
 def test_cli_options_match_flow_parameters_and_are_documented() -> None:
     assert list(inspect.signature(cli).parameters) == PARAMETERS
-    command = typer.main.get_command(_app())
-    result = CliRunner().invoke(command, ["--help"], terminal_width=200)
+    result = CliRunner().invoke(_app(), ["--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     for name in PARAMETERS:
         option = "--" + name.replace("_", "-")
@@ -76,7 +75,7 @@ def _app() -> typer.Typer:
 
 
 def test_cli_rejects_bad_model_params_json() -> None:
-    result = CliRunner().invoke(typer.main.get_command(_app()), ["--model-params", "{nn"])
+    result = CliRunner().invoke(_app(), ["--model-params", "{nn"])
     assert result.exit_code == 2
     assert "not valid JSON" in result.output
 
@@ -163,7 +162,7 @@ def test_cli_prints_location_and_table_and_versions_do_not_collide(
         "--destination",
         destination.as_uri(),
     ]
-    outputs = [CliRunner().invoke(typer.main.get_command(_app()), args) for _ in range(2)]
+    outputs = [CliRunner().invoke(_app(), args) for _ in range(2)]
     locations = []
     for result in outputs:
         assert result.exit_code == 0, result.output
