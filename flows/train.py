@@ -61,13 +61,9 @@ def check_destination(destination: str, experiment: str, version: str) -> None:
             ) from error
 
 
-@task(
-    name="publish",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 8],
-    retry_jitter_factor=0.5,
-)
+# No task-level retries: the SFTP backend retries transient I/O itself, and a repeated publish
+# of a permanent failure (permissions, disk full) would only delay the error.
+@task(name="publish", cache_policy=NO_CACHE)
 def publish(
     destination: str,
     experiment: str,

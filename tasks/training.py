@@ -85,10 +85,10 @@ def default_workers() -> int:
     raw = os.environ.get(WORKERS_ENV)
     if raw:
         return max(1, int(raw))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from joblib import cpu_count
+
+    # loky's count honours CPU affinity and the cgroup CPU quota (a Kubernetes limit).
+    return max(1, int(cpu_count()))
 
 
 def cv_splits(
