@@ -359,27 +359,29 @@ async def _deploy_and_schedule(
 
 
 @pytest.mark.container
-def test_rendered_job_pod_runs_in_the_image_and_publishes_over_sftp(
+def test_worker_in_the_image_submits_a_job_whose_pod_completes_in_the_image(
     docker_engine: DockerEngine,
     project_image: BuiltImage,
     prefect_server: Any,
     container_sshd: Any,
     tmp_path: Path,
 ) -> None:
-    """The worker's Job for a scheduled run, replayed with `docker run`: COMPLETED, published.
+    """Worker and flow-run pod both from this image: the run is COMPLETED and published.
 
-    Not Kubernetes: the Job comes from the real worker talking to a recording stand-in API; the
-    pod's args and env run in the image with --read-only, a tmpfs /tmp, UID 10001, no
-    capabilities, host networking (the Prefect server and sshd listen on 127.0.0.1) and the
-    SSH Secret's files mounted read-only where the Job mounts them.
+    Not Kubernetes. The worker Deployment's command (`prefect worker start --type kubernetes`,
+    here --run-once) runs in the image and submits the Job to a recording stand-in API on
+    127.0.0.1; that Job's pod args and env then run in the image with --read-only, a tmpfs
+    /tmp, UID 10001, no capabilities, host networking (the Prefect server and sshd listen on
+    127.0.0.1) and the SSH Secret's files mounted read-only where the Job mounts them.
     """
     import asyncio
 
     from tests.kube_helpers import (
+        StandinKubernetesApi,
         pod_command,
-        record_worker_submission,
         secret_mounts,
         wait_for_state,
+        write_kubeconfig,
     )
 
     # A pool of its own: another test's `prefect worker --run-once` on the deployments' pool
@@ -396,7 +398,32 @@ def test_rendered_job_pod_runs_in_the_image_and_publishes_over_sftp(
     flow_run_id, _ = asyncio.run(
         _deploy_and_schedule(project_image.name, parameters, pool, "train-adhoc")
     )
-    job = record_worker_submission(pool, prefect_server.api_url, tmp_path / "worker")
+    restricted = ["--read-only", "--tmpfs", "/tmp:rw,mode=1777", "--cap-drop", "ALL"]
+    restricted += ["--user", f"{IMAGE_UID}:{IMAGE_UID}", "--security-opt", "no-new-privileges"]
+    kube_dir = tmp_path / "kube"
+    kube_dir.mkdir(mode=0o755)
+    with StandinKubernetesApi() as api:
+        write_kubeconfig(kube_dir / "config", api.url).chmod(0o644)
+        worker = docker_engine.run(
+            *["run", "--rm", "--pull", "never", "--network", "host", *restricted],
+            *["--volume", f"{kube_dir}:/var/run/kubetrain-test/kube:ro"],
+            *["--env", "KUBECONFIG=/var/run/kubetrain-test/kube/config"],
+            *["--env", f"PREFECT_API_URL={prefect_server.api_url}"],
+            # The stand-in serves no watches: no kopf observer (the Deployment limits it instead).
+            *["--env", "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED=false"],
+            *["--env", "PREFECT_SERVER_ANALYTICS_ENABLED=false", "--env", "DO_NOT_TRACK=1"],
+            project_image.name,
+            *["prefect", "worker", "start", "--pool", pool, "--type", "kubernetes"],
+            *["--run-once", "--name", "kubetrain-container-worker"],
+            timeout=600,
+            check=False,
+        )
+        jobs = api.jobs()
+    worker_log = (worker.stdout + worker.stderr).decode(errors="replace")
+    assert len(jobs) == 1, (
+        f"worker exit {worker.returncode}, {len(jobs)} Jobs\n{worker_log[-5000:]}"
+    )
+    job = jobs[0]
     args, env = pod_command(job)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == project_image.name
@@ -416,10 +443,7 @@ def test_rendered_job_pod_runs_in_the_image_and_publishes_over_sftp(
         os.chown(target, IMAGE_UID, IMAGE_UID)
         target.chmod(0o400)
 
-    command = ["run", "--rm", "--pull", "never", "--network", "host"]
-    command += ["--read-only", "--tmpfs", "/tmp:rw,mode=1777"]
-    command += ["--user", f"{IMAGE_UID}:{IMAGE_UID}", "--cap-drop", "ALL"]
-    command += ["--security-opt", "no-new-privileges"]
+    command = ["run", "--rm", "--pull", "never", "--network", "host", *restricted]
     command += ["--volume", f"{secret_dir}:{mount_path}:ro"]
     env_file = tmp_path / "pod.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
