@@ -187,6 +187,7 @@ def test_parse_sftp_url_forms() -> None:
         ("sftp://u@store.example/", "names no directory"),
         ("sftp://u@store.example:99999/srv", "invalid port"),
         ("sftp://u@store.example:abc/srv", "invalid port"),
+        ("sftp://u@store.example:0/srv", "invalid port"),
         ("sftp://u@/srv", "names no host"),
         ("sftp://u@h/srv/../etc", r"must not contain '\.\.'"),
         ("sftp://u@h/srv?x=1", "query"),
