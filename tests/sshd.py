@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -28,15 +28,43 @@ def _free_port(address: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def _shadow_password_field(user: str) -> str | None:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user and len(fields) > 1:
+            return fields[1]
+    return None
+
+
+def _run_with_lock_retry(command: list[str], done: Callable[[], bool]) -> None:
+    # Several test sessions may create or unlock the user at once: useradd/usermod then fail
+    # on the /etc/passwd lock or because the other session won; retry until the state is right.
+    for attempt in range(20):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0 or done():
+            return
+        time.sleep(0.1 * (attempt + 1))
+    raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
+
+
 def ensure_user(user: str) -> pwd.struct_passwd:
     """Create a login user with a home if missing, unlocked for key logins under UsePAM no."""
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True)
-        entry = pwd.getpwnam(user)
+
+    def exists() -> bool:
+        try:
+            pwd.getpwnam(user)
+            return True
+        except KeyError:
+            return False
+
+    if not exists():
+        _run_with_lock_retry(["useradd", "-m", "-s", "/bin/sh", user], exists)
     # useradd leaves the password field "!" (locked); sshd without PAM refuses locked accounts.
-    subprocess.run(["usermod", "-p", "*", user], check=True, capture_output=True)
+    if _shadow_password_field(user) != "*":
+        _run_with_lock_retry(
+            ["usermod", "-p", "*", user], lambda: _shadow_password_field(user) == "*"
+        )
+    entry = pwd.getpwnam(user)
     home = Path(entry.pw_dir)
     if not home.is_dir():
         home.mkdir(parents=True)
