@@ -50,15 +50,6 @@ RUN find /opt/venv/lib -depth -type d \( -name tests -o -name __pycache__ \) -ex
 
 FROM ${BASE_IMAGE}
 
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE_URL=unknown
-LABEL org.opencontainers.image.title="kubetrain" \
-      org.opencontainers.image.description="Train scikit-learn models as Prefect flows; publish them over SFTP" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE_URL}"
-
 # HOME and PREFECT_HOME live under /tmp: the only writable path on a read-only root filesystem.
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 \
@@ -82,6 +73,17 @@ WORKDIR /opt/kubetrain
 COPY flows/ flows/
 COPY tasks/ tasks/
 COPY data/ data/
+
+# Declared last: a build argument invalidates the cache of every later RUN, and the revision
+# changes with each commit; here it re-creates no layer (the 500 MB virtualenv stays shared).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE_URL=unknown
+LABEL org.opencontainers.image.title="kubetrain" \
+      org.opencontainers.image.description="Train scikit-learn models as Prefect flows; publish them over SFTP" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE_URL}"
 
 USER 10001:10001
 

@@ -330,6 +330,7 @@ class BuiltImage:
     context: Path
     decoy_token: str
     secret_markers: tuple[str, ...]
+    secrets: tuple[tuple[str, Path], ...]
 
 
 DECOY_FILES = (
@@ -421,12 +422,13 @@ def project_image(
     secrets_dir = tmp_path_factory.mktemp("build-secrets")
     pip_conf = secrets_dir / "pip.conf"
     pip_conf.write_text(f"[global]\nno-index = true\nfind-links = {wheel_server}\n")
+    secrets = (("pip.conf", pip_conf),)
     seconds = build_project_image(
         docker_engine,
         context,
         base_image,
         IMAGE,
-        secrets=[("pip.conf", pip_conf)],
+        secrets=secrets,
         build_args=["VERSION=0.1.0", "REVISION=container-test"],
     )
     docker_engine.timings["project_image_s"] = seconds
@@ -437,6 +439,7 @@ def project_image(
         context=context,
         decoy_token=token,
         secret_markers=(token, wheel_server.rstrip("/")),
+        secrets=secrets,
     )
     # Keep the engine's disk use bounded across runs: drop superseded images and old cache.
     docker_engine.run("image", "prune", "--force", check=False)

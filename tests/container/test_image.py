@@ -26,7 +26,13 @@ from typing import IO, Any
 
 import pytest
 
-from tests.container.conftest import IMAGE_UID, REPO_ROOT, BuiltImage, DockerEngine
+from tests.container.conftest import (
+    IMAGE_UID,
+    REPO_ROOT,
+    BuiltImage,
+    DockerEngine,
+    build_project_image,
+)
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 MB = 1_000_000
@@ -293,6 +299,28 @@ def test_flow_cli_and_worker_start_in_the_read_only_image(
         "import prefect_kubernetes.worker, kopf; print('worker-ok')",
     )
     assert "worker-ok" in out, out
+
+
+@pytest.mark.container
+def test_a_new_revision_reuses_every_layer(
+    docker_engine: DockerEngine, project_image: BuiltImage
+) -> None:
+    """Labels change per commit; the layers (above all the virtualenv) must not."""
+    other = f"{project_image.name}-revision"
+    build_project_image(
+        docker_engine,
+        project_image.context,
+        project_image.base,
+        other,
+        secrets=project_image.secrets,
+        build_args=["VERSION=0.1.0", "REVISION=another-commit"],
+    )
+    try:
+        first, second = _inspect(docker_engine, project_image.name), _inspect(docker_engine, other)
+        assert second["Config"]["Labels"]["org.opencontainers.image.revision"] == "another-commit"
+        assert first["RootFS"]["Layers"] == second["RootFS"]["Layers"]
+    finally:
+        docker_engine.run("image", "rm", other, check=False)
 
 
 @pytest.mark.container
