@@ -38,7 +38,6 @@ from tasks.cluster import (
     prepare_steps,
     run_host_steps,
     teardown_steps,
-    workers_to_join,
 )
 
 
@@ -91,19 +90,34 @@ def _join(
     prepare: bool,
 ) -> set[str]:
     """Join the given workers that are not joined yet (prepared first when asked)."""
-    pending_names = set(workers_to_join(inventory)) & {w.name for w in workers}
-    pending = [w for w in workers if w.name in pending_names]
+    # A read-only look first, so a finished cluster gets no new token and no join.
+    probe = ClusterReport(report.flow, dry_run=True)
+    failed = _run_on(
+        probe, [(host, join_steps(host, None)) for host in workers], True, "join-check", inventory
+    )
+    report.errors.extend(probe.errors)
+    pending = []
     for host in workers:
-        if host.name not in pending_names:
-            report.results.append(StepResult(host.name, "kubeadm-join", "satisfied"))
+        looked = [result for result in probe.results if result.host == host.name]
+        if host.name in failed or looked[0].status == "satisfied":
+            report.extend(looked)
+        else:
+            pending.append(host)
     if not pending:
-        return set()
-    join = None if dry_run else create_join_command(inventory)
+        return failed
+    join = None
+    if not dry_run:
+        try:
+            join = create_join_command(inventory)
+        except ClusterStepError as error:
+            report.errors.append(str(error))
+            _skip(report, pending, join_steps(pending[0], None), "no join command")
+            return failed | {host.name for host in pending}
     work = [
         (host, (*(prepare_steps(inventory) if prepare else ()), *join_steps(host, join)))
         for host in pending
     ]
-    return _run_on(report, work, dry_run, "join", inventory)
+    return failed | _run_on(report, work, dry_run, "join", inventory)
 
 
 def _finish(report: ClusterReport) -> dict[str, Any]:

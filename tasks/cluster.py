@@ -1281,21 +1281,6 @@ def run_host_steps(
     return execute_host(host, steps, dry_run, wait)
 
 
-@task(name="workers-to-join", cache_policy=NO_CACHE)
-def workers_to_join(inventory: Inventory) -> list[str]:
-    """Names of workers without kubelet credentials (one read-only check per worker)."""
-    pending = []
-    for host in inventory.workers:
-        step = join_steps(host, None)[0]
-        remote = open_remote(host)
-        try:
-            if not _check(remote, host, step).ok:
-                pending.append(host.name)
-        finally:
-            remote.close()
-    return pending
-
-
 @task(name="create-join-command", cache_policy=NO_CACHE)
 def create_join_command(inventory: Inventory) -> JoinCommand:
     """A fresh, short-lived join command from the control plane (the token is never logged)."""

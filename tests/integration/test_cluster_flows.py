@@ -213,6 +213,8 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
 def test_worker_failing_mid_join_is_reported_others_join_and_rerun_finishes(
     hosts: StandinCluster,
 ):
+    for host in hosts.hosts:
+        host.seed_prepared()  # this test is about joining; preparing is covered above
     hosts.host("worker-2").fail_once("kubeadm-join")
 
     with pytest.raises(ClusterRunError) as failure:
@@ -248,6 +250,8 @@ def test_worker_failing_mid_join_is_reported_others_join_and_rerun_finishes(
 
 
 def test_init_failing_stops_before_any_worker_joins(hosts: StandinCluster):
+    for host in hosts.hosts:
+        host.seed_prepared()
     hosts.control_plane.fail_once("kubeadm-init")
 
     with pytest.raises(ClusterRunError) as failure:
@@ -260,7 +264,6 @@ def test_init_failing_stops_before_any_worker_joins(hosts: StandinCluster):
     for worker in hosts.workers:
         assert not worker.calls_of("kubeadm"), f"{worker.name} was touched by kubeadm"
         assert statuses(report, worker.name)["kubeadm-join"] == "skipped"
-        # Their preparation finished and is kept.
-        assert statuses(report, worker.name)["kubelet-enabled"] == "applied"
+        assert statuses(report, worker.name)["kubelet-enabled"] == "satisfied"
     assert statuses(report, "cp-1")["cni"] == "skipped"
     assert not hosts.kubeconfig_path.exists()

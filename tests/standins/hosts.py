@@ -77,6 +77,58 @@ class StandinHost:
         os.chmod(marker.parent, 0o777)  # noqa: S103
         os.chmod(marker, 0o666)  # noqa: S103
 
+    def seed_prepared(self, minor: str = "1.31") -> None:
+        """Put the host in the state the prepare steps leave (as if prepared by hand earlier).
+
+        For tests about later phases: the flow's prepare checks then find nothing to do.
+        """
+        from tasks.cluster import DEFAULT_PACKAGE_REPOSITORY, KEYRING
+
+        root = self.root
+        files = {
+            "etc/fstab": FSTAB.replace("/swap.img", "# /swap.img"),
+            "etc/modules-load.d/k8s.conf": "overlay\nbr_netfilter\n",
+            "etc/sysctl.d/k8s.conf": "".join(
+                f"{key} = 1\n"
+                for key in (
+                    "net.bridge.bridge-nf-call-iptables",
+                    "net.bridge.bridge-nf-call-ip6tables",
+                    "net.ipv4.ip_forward",
+                )
+            ),
+            "etc/containerd/config.toml": "version = 2\n      SystemdCgroup = true\n",
+            KEYRING.lstrip("/"): "stand-in keyring",
+            "etc/apt/sources.list.d/kubernetes.list": (
+                f"deb [signed-by={root}{KEYRING}] {DEFAULT_PACKAGE_REPOSITORY}/v{minor}/deb/ /\n"
+            ),
+        }
+        for relative, text in files.items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(text)
+        for module in ("overlay", "br_netfilter"):
+            (root / "sys" / "module" / module).mkdir(parents=True, exist_ok=True)
+        state = {
+            "swap": "off\n",
+            "apt-updated": "",
+            "dpkg/containerd": "1.7.24-0ubuntu1~24.04.1\n",
+            "systemd/containerd.enabled": "",
+            "systemd/containerd.active": "",
+            "systemd/kubelet.enabled": "",
+        }
+        for key in ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"):
+            state[f"sysctl/{key}"] = "1\n"
+        state["sysctl/net.ipv4.ip_forward"] = "1\n"
+        for package in ("kubelet", "kubeadm", "kubectl"):
+            state[f"dpkg/{package}"] = f"{minor}.4-1.1\n"
+            state[f"held/{package}"] = ""
+        for package in ("kubernetes-cni", "cri-tools"):
+            state[f"dpkg/{package}"] = "1.5.1-1.1\n"
+        for relative, text in state.items():
+            (self.state / relative).parent.mkdir(parents=True, exist_ok=True)
+            (self.state / relative).write_text(text)
+        for path in [self.state, *self.state.rglob("*")]:
+            path.chmod(0o777 if path.is_dir() else 0o666)
+
     def snapshot(self) -> dict[str, bytes]:
         """Every state file except the call log (to prove a run changed nothing)."""
         files = {}
