@@ -532,6 +532,7 @@ def ensure_work_pool(
     known_hosts: str | None = None,
     secret_name: str = "kubetrain-sftp",  # noqa: S107 - a Secret's name, not a password
     namespace: str = "kubetrain",
+    template: str | None = None,
 ) -> dict[str, Any]:
     """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret."""
     logger = get_run_logger()
@@ -539,14 +540,15 @@ def ensure_work_pool(
         raise WorkPoolError("pass both ssh_key and known_hosts (the Secret needs both files)")
     if ssh_key and not kubeconfig:
         raise WorkPoolError("creating the SFTP Secret needs a kubeconfig: pass kubeconfig")
-    template = template_for_environment(load_base_job_template(), load_environment(environment))
-    validate_template(template)
+    base = load_base_job_template(Path(template) if template else TEMPLATE_PATH)
+    pool_template = template_for_environment(base, load_environment(environment))
+    validate_template(pool_template)
     logger.info("base job template renders a valid Kubernetes %s Job", KUBERNETES_VERSION)
     # Everything is read and checked before anything is changed.
     docs = load_manifests() if kubeconfig else []
     if ssh_key and known_hosts:
         docs.append(sftp_secret_manifest(secret_name, namespace, Path(ssh_key), Path(known_hosts)))
-    pool_result = asyncio.run(upsert_work_pool(pool, template))
+    pool_result = asyncio.run(upsert_work_pool(pool, pool_template))
     logger.info("work pool %r: %s", pool, pool_result)
     result: dict[str, Any] = {"pool": pool_result, "manifests": {}}
     if kubeconfig:
@@ -570,6 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--known-hosts", help="known_hosts file for the SFTP Secret")
     parser.add_argument("--secret-name", default="kubetrain-sftp")
     parser.add_argument("--namespace", default="kubetrain")
+    parser.add_argument("--template", help="base job template JSON (default: the committed one)")
     args = parser.parse_args(argv)
     if args.write_template:
         TEMPLATE_PATH.write_text(json.dumps(derive_base_job_template(), indent=2) + "\n")
@@ -584,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         known_hosts=args.known_hosts,
         secret_name=args.secret_name,
         namespace=args.namespace,
+        template=args.template,
     )
     print(json.dumps(result, indent=2))
 

@@ -147,3 +147,23 @@ def test_ensure_work_pool_flow_twice_then_unchanged(
 def test_ensure_work_pool_refuses_half_a_secret(prefect_server: Any, tmp_path: Path) -> None:
     with pytest.raises(WorkPoolError, match=r"both ssh_key and known_hosts"):
         ensure_work_pool(pool="kubetrain-k8s-half", ssh_key=str(tmp_path / "k"))
+
+
+def test_ensure_work_pool_refuses_an_invalid_template_before_creating_the_pool(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    import json
+
+    import httpx
+
+    template = copy.deepcopy(load_base_job_template())
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    container["securityContext"]["runAsUser"] = "nobody"  # must be an integer
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    with pytest.raises(WorkPoolError, match=r"securityContext\.runAsUser"):
+        ensure_work_pool(pool="kubetrain-k8s-invalid", template=str(path))
+    resp = httpx.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-invalid", timeout=30)
+    assert resp.status_code == 404
