@@ -335,3 +335,15 @@ def test_wait_in_dry_run_only_looks(inventory):
     assert results[0].status == "would-apply"
     assert "the API server to answer" in results[0].reason
     assert len(remote.ran) == 1
+
+
+def test_connection_problems_name_the_host_and_step(inventory):
+    from tasks.cluster import open_remote
+
+    # The fixture's key file is not a key: tasks/ssh refuses it before any network traffic.
+    with pytest.raises(ClusterStepError) as caught:
+        open_remote(inventory.workers[0])
+    error = caught.value
+    assert (error.host, error.step, error.exit_code) == ("worker-1 (192.0.2.11)", "connect", None)
+    assert "ssh ubuntu@192.0.2.11 -p 22" in str(error)
+    assert "not a readable ed25519, ECDSA or RSA private key" in str(error)
