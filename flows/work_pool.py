@@ -320,7 +320,10 @@ def validate_template(
 ) -> dict[str, Any]:
     """Render a sample Job from the template and validate it strictly; return the Job."""
     values = dict(job_variables or {})
-    check_job_variables(template, values)
+    props = template["variables"].get("properties", {})
+    # The pool's defaults must be valid too: an environment file can set them to anything.
+    defaults = {k: v["default"] for k, v in props.items() if "default" in v}
+    check_job_variables(template, defaults | values)
     try:
         manifest = asyncio.run(
             render_job_manifest(template, values, **sample_flow_run_objects(job_variables=values))

@@ -238,3 +238,9 @@ def test_template_file_errors_are_clear(tmp_path: Any) -> None:
     bad.write_text("{")
     with pytest.raises(WorkPoolError, match=r"not valid JSON"):
         load_base_job_template(bad)
+
+
+def test_environment_with_an_empty_secret_name_is_refused_before_pool_creation() -> None:
+    template = template_for_environment(load_base_job_template(), {"sftp_secret_name": ""})
+    with pytest.raises(WorkPoolError, match=r"sftp_secret_name"):
+        validate_template(template)
