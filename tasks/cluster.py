@@ -41,7 +41,8 @@ SYSCTLS = (
     "net.bridge.bridge-nf-call-ip6tables",
     "net.ipv4.ip_forward",
 )
-APT = "DEBIAN_FRONTEND=noninteractive apt-get"
+# Fresh cloud VMs run unattended-upgrades at first boot: wait for the dpkg lock, don't fail.
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300"
 STDERR_TAIL_CHARS = 800
 REDACTED = "<redacted>"
 
@@ -595,7 +596,8 @@ def prepare_steps(inventory: Inventory) -> tuple[Step, ...]:
             ),
             apply=(
                 Command(_write_file("/etc/sysctl.d/k8s.conf", sysctl_conf)),
-                Command("sysctl --system"),
+                # Only our file: `sysctl --system` fails on any other file's unknown keys.
+                Command("sysctl -p /etc/sysctl.d/k8s.conf"),
             ),
         ),
         Step(
@@ -644,9 +646,8 @@ def prepare_steps(inventory: Inventory) -> tuple[Step, ...]:
             name="kubernetes-packages",
             summary=f"{', '.join(KUBE_PACKAGES)} {minor}.x installed and held",
             check=Command(
-                f"for p in {packages}; do "
-                "dpkg-query -W -f='${Status} ${Version}' \"$p\" 2>/dev/null"
-                f" | grep -q '{version_pattern}' || exit 1; done"
+                "[ \"$(dpkg-query -W -f='${Status} ${Version}\\n' "
+                f"{packages} 2>/dev/null | grep -c '{version_pattern}')\" = 3 ]"
                 f" && [ \"$(apt-mark showhold | grep -cxE '{'|'.join(KUBE_PACKAGES)}')\" = 3 ]"
             ),
             apply=(
@@ -870,7 +871,8 @@ def teardown_steps(inventory: Inventory, purge_packages: bool) -> tuple[Step, ..
                     f" | grep -q 'ok installed' && [ ! -e {APT_LIST} ]"
                 ),
                 apply=(
-                    Command(f"apt-mark unhold {' '.join(KUBE_PACKAGES)}"),
+                    # Preparatory only: a purge of a still-held package fails loudly anyway.
+                    Command(f"apt-mark unhold {' '.join(KUBE_PACKAGES)} 2>/dev/null || true"),
                     Command(f"{APT} purge -y {' '.join(all_packages)}"),
                     Command(f"{APT} autoremove -y"),
                     Command(f"rm -f {APT_LIST} {KEYRING}"),

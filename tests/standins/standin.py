@@ -134,8 +134,9 @@ def _sysctl_set(key: str, value: str) -> None:
 
 
 def sysctl(argv: list[str]) -> int:
-    if argv == ["--system"]:
-        for conf in sorted(rooted("/etc/sysctl.d").glob("*.conf")):
+    if argv[:1] == ["-p"] or argv == ["--system"]:
+        confs = [Path(argv[1])] if argv[:1] == ["-p"] else sorted(rooted("/etc/sysctl.d").glob("*"))
+        for conf in confs:
             print(f"* Applying {conf.name}")
             for line in conf.read_text().splitlines():
                 if "=" in line and not line.lstrip().startswith("#"):
@@ -183,7 +184,16 @@ def _candidate(package: str) -> str | None:
 
 
 def apt_get(argv: list[str]) -> int:
-    words = [a for a in argv if not a.startswith("-")]
+    words = []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "-o":
+            option = args.pop(0)
+            if not option.startswith("DPkg::Lock::Timeout="):
+                raise Fail(f"apt-get stand-in: unexpected option {option}")
+        elif not arg.startswith("-"):
+            words.append(arg)
     if not words:
         raise Fail("apt-get stand-in: no command")
     command, packages = words[0], words[1:]
