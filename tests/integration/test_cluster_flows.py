@@ -133,6 +133,7 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
         assert (host.state / "dpkg" / "kubeadm").read_text().startswith("1.31.")
         assert (host.state / "systemd" / "kubelet.enabled").exists()
     cp = hosts.control_plane
+    assert "kubectl" in cp.tools()
     assert cp.calls_of("kubeadm", "init") == [
         [
             "init",
