@@ -91,6 +91,9 @@ def test_worker_submits_job_and_local_pod_completes_the_run(
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "1"
     assert secret_mounts(job)["/var/run/secrets/kubetrain/ssh"]["secretName"] == "kubetrain-sftp"
     assert schema_errors(job) == []
+    # The worker accepted the template with parallelism/completions moved to the Job spec.
+    assert job["spec"]["parallelism"] == job["spec"]["completions"] == 1
+    assert "parallelism" not in job["spec"]["template"]["spec"]
 
     # What the worker sent is what the offline rendering (the Rendering tests) produces.
     offline = render_deployment_job(
