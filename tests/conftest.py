@@ -108,10 +108,12 @@ def prefect_server() -> Iterator[PrefectServer]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server
     finally:
-        # Send buffered run logs while the server is still up, not to a closed port at exit.
-        from prefect.logging.handlers import APILogHandler
+        try:
+            # Send buffered run logs while the server is still up, not to a closed port at exit.
+            from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+            APILogWorker.drain_all(timeout=5)
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+            server.stop()
         shutil.rmtree(home, ignore_errors=True)
