@@ -30,12 +30,18 @@ import pandas as pd
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_csv(path: Path, classes: int, per_class: int, features: int, seed: int = 0) -> Path:
-    """Data in the original's layout (Line, # Letter, ' feature' columns), sorted by class."""
+def make_csv(
+    path: Path, classes: int, per_class: int, features: int, seed: int = 0, separation: float = 0.3
+) -> Path:
+    """Data in the original's layout (Line, # Letter, ' feature' columns), sorted by class.
+
+    separation 0.3 gives about 0.83 CV accuracy for lda at 1300 x 160: hard enough that fold
+    scores differ, so "identical scores" means something.
+    """
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, features))
     labels = np.repeat(np.arange(1, classes + 1), per_class)
-    values = centers[labels - 1] * 0.6 + rng.normal(size=(len(labels), features))
+    values = centers[labels - 1] * separation + rng.normal(size=(len(labels), features))
     frame = pd.DataFrame(values, columns=[f" c{i}/theta" for i in range(features)])
     frame.insert(0, "# Letter", labels)
     frame.insert(0, "Line", np.arange(1, len(labels) + 1))

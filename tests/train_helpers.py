@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 
 def original_layout_frame(
-    classes: int = 26, per_class: int = 10, features: int = 8, seed: int = 0
+    classes: int = 26,
+    per_class: int = 10,
+    features: int = 8,
+    seed: int = 0,
+    separation: float = 1.5,
 ) -> pd.DataFrame:
     """`Line` id, integer `# Letter` sorted by class, float features named with a leading space.
 
     Each class has its own mean, so models learn something but folds still disagree a little.
     """
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(classes, features)) * 1.5
+    centers = rng.normal(size=(classes, features)) * separation
     labels = np.repeat(np.arange(1, classes + 1), per_class)
     values = centers[labels - 1] + rng.normal(size=(len(labels), features))
     frame = pd.DataFrame(values, columns=[f" f{i}/theta" for i in range(features)])
@@ -25,7 +30,7 @@ def original_layout_frame(
     return frame
 
 
-def write_original_layout_csv(path: Path, **kwargs: int) -> Path:
+def write_original_layout_csv(path: Path, **kwargs: Any) -> Path:
     """Write original-layout data to path (as a CSV with a header) and return the path."""
     original_layout_frame(**kwargs).to_csv(path, index=False)
     return path

@@ -88,6 +88,6 @@ def test_reduced_nn_matches_the_original_procedure(prefect_server, tmp_path: Pat
 def test_full_size_matches_the_original_procedure(prefect_server, tmp_path: Path) -> None:
     """The original's shape: 1300 rows, 26 classes of 50 rows, 160 features, full-size MLP."""
     csv_path = write_original_layout_csv(
-        tmp_path / "train.csv", classes=26, per_class=50, features=160
+        tmp_path / "train.csv", classes=26, per_class=50, features=160, separation=0.3
     )
     _compare(tmp_path, csv_path, nn_size=(500,), max_iter=1000)
