@@ -301,8 +301,14 @@ async def render_job_manifest(
 
 def schema_errors(document: Mapping[str, Any], version: str = KUBERNETES_VERSION) -> list[str]:
     """Strict Kubernetes schema errors of one manifest ([] when it is valid)."""
-    import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+    try:
+        import kubernetes_validate
+        from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+    except ImportError as exc:  # the flow-run image installs only the runtime requirements
+        raise WorkPoolError(
+            "validating manifests needs the kubernetes-validate package: run this from the "
+            "development environment (`make setup`, requirements/dev.txt)"
+        ) from exc
 
     kind = f"{document.get('apiVersion')}/{document.get('kind')}"
     try:
