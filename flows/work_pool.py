@@ -135,6 +135,8 @@ def derive_base_job_template() -> dict[str, Any]:
         {"name": "PREFECT_SERVER_ANALYTICS_ENABLED", "value": "false"},
         {"name": "DO_NOT_TRACK", "value": "1"},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        # The manifest records which image produced a version.
+        {"name": "KUBETRAIN_IMAGE", "value": "{{ image }}"},
     ]
     container["securityContext"] = {
         "runAsNonRoot": True,

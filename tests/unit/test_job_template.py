@@ -90,6 +90,7 @@ def test_rendered_job_for_each_deployment(name: str) -> None:
     assert job["metadata"]["namespace"] == jv["namespace"]
     assert job["metadata"]["generateName"]
     assert container["image"] == jv["image"]
+    assert env["KUBETRAIN_IMAGE"] == jv["image"]  # recorded in the version's manifest
     assert args == ["prefect", "flow-run", "execute"]
     assert env["PREFECT_API_URL"] == API_URL
     assert env["PREFECT__FLOW_RUN_ID"] == str(objects["flow_run"].id)
