@@ -172,14 +172,17 @@ class ArtifactStore:
         self.backend.replace(part, target)
 
     def _advance_latest(self, experiment: str, version: str) -> None:
-        # Version names start with a UTC timestamp, so a lexically larger name is newer; a
-        # slower concurrent run finishing late must not move LATEST back to an older version.
-        current = self.latest(experiment)
-        if current is not None and current > version:
-            return
-        part = posixpath.join(experiment, f"{LATEST}.{version}{PART_SUFFIX}")
-        self.backend.write_bytes(part, (version + "\n").encode())
-        self.backend.replace(part, posixpath.join(experiment, LATEST))
+        # Version names start with a UTC timestamp, so the largest complete name is the newest.
+        # Two publishers can read LATEST at once and the older one rename last; so each one
+        # writes the newest complete version it can list and re-reads until LATEST names it.
+        # The last action of every publisher is then a read that found LATEST up to date.
+        for _ in range(8):
+            newest = max([version, *self.list_versions(experiment)])
+            if self.latest(experiment) == newest:
+                return
+            part = posixpath.join(experiment, f"{LATEST}.{version}{PART_SUFFIX}")
+            self.backend.write_bytes(part, (newest + "\n").encode())
+            self.backend.replace(part, posixpath.join(experiment, LATEST))
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -139,3 +139,28 @@ def test_unsupported_destinations(tmp_path: Path) -> None:
         open_store("ftp://127.0.0.1/x")
     with pytest.raises(StoreError, match="must be absolute"):
         open_store("file://relative/path")
+
+
+def test_latest_names_the_newest_version_when_the_older_publisher_renames_last(
+    tmp_path: Path,
+) -> None:
+    """The race: V1's publisher reads LATEST, V2 publishes completely, then V1 renames."""
+    from tasks.store import ArtifactStore, LocalBackend
+
+    root = tmp_path / "store"
+    files_old, files_new = _files(tmp_path, "old"), _files(tmp_path, "new")
+
+    class NewerPublishesMidway(LocalBackend):
+        fired = False
+
+        def replace(self, source: str, target: str) -> None:
+            if target.endswith("/LATEST") and not self.fired:
+                self.fired = True
+                with open_store(str(root)) as other:
+                    other.publish("exp", V2, files_new, _manifest(V2, files_new))
+            super().replace(source, target)
+
+    racing = ArtifactStore(NewerPublishesMidway(root))
+    racing.publish("exp", V1, files_old, _manifest(V1, files_old))
+    assert racing.backend.fired  # type: ignore[attr-defined]
+    assert (root / "exp" / "LATEST").read_text().strip() == V2
