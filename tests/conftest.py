@@ -24,6 +24,8 @@ os.environ.update(
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+        # Unit tests call tasks through .fn outside a flow run: there is no run to log to.
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
 )
 os.environ.pop("PREFECT_API_URL", None)
