@@ -32,6 +32,7 @@ test-slow: setup
 
 bench: setup
 	.venv/bin/python -m benchmarks.train_speed
+	.venv/bin/python -m benchmarks.train_scaling
 	.venv/bin/python -m benchmarks.sftp_throughput
 
 clean:
