@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from prefect import task
+
+from tasks.store import sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -163,15 +164,6 @@ def fetch_source(data: str, workdir: Path) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_csv(path: Path, source: str) -> pd.DataFrame:
     """Read a CSV, turning pandas' parse failures into messages that name the file."""
     import pandas as pd
@@ -299,7 +291,7 @@ def load_dataset(
     """Fetch (if remote), read, fingerprint and validate the training data."""
     with tempfile.TemporaryDirectory(prefix="kubetrain-data-") as tmp:
         path = fetch_source(data, workdir or Path(tmp))
-        digest = sha256_of(path)
+        digest = sha256_file(path)
         frame = read_csv(path, data)
         header = _raw_header(path)
         if header is not None and len(header) == len(frame.columns):
