@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+import typer
 import yaml
 from prefect import flow, get_run_logger
 
@@ -569,39 +570,52 @@ def ensure_work_pool(
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: python -m flows.work_pool [--write-template | options of the flow]."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=ensure_work_pool.description)
-    parser.add_argument("--write-template", action="store_true", help="regenerate the template")
-    parser.add_argument("--pool", default=POOL_NAME)
-    parser.add_argument("--environment", default="prod", help="deployments/<name>.yaml")
-    parser.add_argument("--kubeconfig")
-    parser.add_argument("--context")
-    parser.add_argument("--ssh-key", help="private key file for the SFTP Secret")
-    parser.add_argument("--known-hosts", help="known_hosts file for the SFTP Secret")
-    parser.add_argument("--secret-name", default="kubetrain-sftp")
-    parser.add_argument("--namespace", default="kubetrain")
-    parser.add_argument("--template", help="base job template JSON (default: the committed one)")
-    args = parser.parse_args(argv)
-    if args.write_template:
+def cli(
+    write_template: Annotated[
+        bool, typer.Option(help="Regenerate deployments/base-job-template.json and exit.")
+    ] = False,
+    pool: Annotated[str, typer.Option(help="Work pool name.")] = POOL_NAME,
+    environment: Annotated[
+        str, typer.Option(help="Job-variable defaults: deployments/<environment>.yaml.")
+    ] = "prod",
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Apply infra/kubernetes/ and the Secret to this cluster.")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    ssh_key: Annotated[
+        str | None, typer.Option(help="Private key file for the SFTP Secret.")
+    ] = None,
+    known_hosts: Annotated[
+        str | None, typer.Option(help="known_hosts file for the SFTP Secret.")
+    ] = None,
+    secret_name: Annotated[str, typer.Option(help="Name of the SFTP Secret.")] = "kubetrain-sftp",  # noqa: S107 - a Secret's name, not a password
+    namespace: Annotated[str, typer.Option(help="Namespace of the flow-run Jobs.")] = "kubetrain",
+    template: Annotated[
+        str | None, typer.Option(help="Base job template JSON (default: the committed one).")
+    ] = None,
+) -> None:
+    """Create or update the Kubernetes work pool; with --kubeconfig also the cluster side."""
+    if write_template:
         TEMPLATE_PATH.write_text(json.dumps(derive_base_job_template(), indent=2) + "\n")
-        print(f"wrote {TEMPLATE_PATH}")
+        typer.echo(f"wrote {TEMPLATE_PATH}")
         return
-    result = ensure_work_pool(
-        pool=args.pool,
-        environment=args.environment,
-        kubeconfig=args.kubeconfig,
-        context=args.context,
-        ssh_key=args.ssh_key,
-        known_hosts=args.known_hosts,
-        secret_name=args.secret_name,
-        namespace=args.namespace,
-        template=args.template,
-    )
-    print(json.dumps(result, indent=2))
+    try:
+        result = ensure_work_pool(
+            pool=pool,
+            environment=environment,
+            kubeconfig=kubeconfig,
+            context=context,
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
+            secret_name=secret_name,
+            namespace=namespace,
+            template=template,
+        )
+    except Exception as error:  # the flow run already logged the traceback
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(cli)

@@ -167,3 +167,18 @@ def test_ensure_work_pool_refuses_an_invalid_template_before_creating_the_pool(
         ensure_work_pool(pool="kubetrain-k8s-invalid", template=str(path))
     resp = httpx.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-invalid", timeout=30)
     assert resp.status_code == 404
+
+
+def test_cli_reports_a_bad_environment_without_a_traceback(prefect_server: Any) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.work_pool import cli
+
+    app = typer.Typer()
+    app.command()(cli)
+    result = CliRunner().invoke(app, ["--environment", "staging"])
+    assert result.exit_code == 1
+    assert "error: " in result.output
+    assert "unknown environment 'staging'" in result.output
+    assert "Traceback" not in result.output
