@@ -234,6 +234,17 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
     sftp._write_all = write_all
     sftp._read_all = read_all
 
+    # The channel's receive buffer is an array that every read deletes from the front of: a
+    # memmove of everything still buffered, per read. A bytearray drops its front in O(1).
+    # Skipped, like the above, if a paramiko release renames these internals.
+    pipe: Any = channel.in_buffer
+    if all(hasattr(pipe, a) for a in ("_lock", "_buffer", "_buffer_frombytes", "_buffer_tobytes")):
+        with pipe._lock:
+            buffer = bytearray(pipe._buffer)
+            pipe._buffer = buffer
+            pipe._buffer_frombytes = buffer.extend
+            pipe._buffer_tobytes = lambda limit=None: bytes(buffer[:limit])
+
 
 class SftpBackend:
     """tasks.store.Backend over SFTP, rooted at a directory on the server."""
