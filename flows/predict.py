@@ -15,8 +15,7 @@ from typing import Annotated
 import typer
 from prefect import flow
 
-DEFAULT_DATA = "data/sample_letters.csv"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tasks.data import SAMPLE_DATA as DEFAULT_DATA
 
 
 @dataclass(frozen=True)
@@ -50,10 +49,10 @@ def predict(
     from prefect.artifacts import create_table_artifact
     from prefect.logging import get_run_logger
 
+    from tasks.data import resolve_sample
     from tasks.inference import fetch_version, score_data, write_predictions
 
-    if data == DEFAULT_DATA and not Path(data).exists():
-        data = str(REPO_ROOT / DEFAULT_DATA)
+    data = resolve_sample(data)
     with tempfile.TemporaryDirectory(prefix="kubetrain-predict-") as tmp:
         loaded = fetch_version(source, experiment, version or None, Path(tmp))
         scores = score_data(loaded, data, Path(tmp))

@@ -15,8 +15,8 @@ import typer
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = "data/sample_letters.csv"
+from tasks.data import SAMPLE_DATA as DEFAULT_DATA
+from tasks.data import resolve_sample
 
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
@@ -31,13 +31,6 @@ class TrainOutcome:
     version: str
     manifest: dict[str, Any]
     table: str
-
-
-def resolve_data(data: str) -> str:
-    """The default sample path works from any working directory."""
-    if data == DEFAULT_DATA and not Path(data).exists():
-        return str(REPO_ROOT / DEFAULT_DATA)
-    return data
 
 
 @task(name="check-destination", cache_policy=NO_CACHE)
@@ -148,7 +141,7 @@ def train(
     version = new_version()
     check_destination(destination, experiment, version)
     dataset = load_data.with_options(cache_policy=NO_CACHE)(
-        resolve_data(data), target, list(drop_columns), folds
+        resolve_sample(data), target, list(drop_columns), folds
     )
     config = TrainingConfig(
         models=list(models),

@@ -27,6 +27,15 @@ HTTP_BACKOFF_ENV = "KUBETRAIN_HTTP_BACKOFF"
 DEFAULT_HTTP_TIMEOUT = 30.0
 DEFAULT_HTTP_ATTEMPTS = 4
 DEFAULT_HTTP_BACKOFF = 1.0
+SAMPLE_DATA = "data/sample_letters.csv"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_sample(data: str) -> str:
+    """The bundled sample's relative path works from any working directory."""
+    if data == SAMPLE_DATA and not Path(data).exists():
+        return str(_REPO_ROOT / SAMPLE_DATA)
+    return data
 
 
 class DataError(ValueError):
