@@ -174,15 +174,24 @@ class ArtifactStore:
     def _advance_latest(self, experiment: str, version: str) -> None:
         # Version names start with a UTC timestamp, so the largest complete name is the newest.
         # Two publishers can read LATEST at once and the older one rename last; so each one
-        # writes the newest complete version it can list and re-reads until LATEST names it.
+        # writes the newest complete version it can see and re-reads until LATEST names it.
         # The last action of every publisher is then a read that found LATEST up to date.
         for _ in range(8):
-            newest = max([version, *self.list_versions(experiment)])
+            newest = self._newest_complete(experiment, at_least=version)
             if self.latest(experiment) == newest:
                 return
             part = posixpath.join(experiment, f"{LATEST}.{version}{PART_SUFFIX}")
             self.backend.write_bytes(part, (newest + "\n").encode())
             self.backend.replace(part, posixpath.join(experiment, LATEST))
+
+    def _newest_complete(self, experiment: str, at_least: str) -> str:
+        # Only names newer than our own complete version need their manifest checked: one
+        # listing, not a stat per old version (many round trips over SFTP).
+        newer = sorted((e for e in self._version_names(experiment) if e > at_least), reverse=True)
+        for entry in newer:
+            if self.backend.exists(posixpath.join(experiment, entry, MANIFEST)):
+                return entry
+        return at_least
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -193,12 +202,19 @@ class ArtifactStore:
             return []
         return sorted(
             entry
+            for entry in self._version_names(experiment)
+            if self.backend.exists(posixpath.join(experiment, entry, MANIFEST))
+        )
+
+    def _version_names(self, experiment: str) -> list[str]:
+        """Entries of an experiment that may be versions (complete or not)."""
+        return [
+            entry
             for entry in self.backend.listdir(experiment)
             if _NAME_PATTERN.fullmatch(entry)
             and entry != LATEST
             and not entry.endswith(PART_SUFFIX)
-            and self.backend.exists(posixpath.join(experiment, entry, MANIFEST))
-        )
+        ]
 
     def latest(self, experiment: str) -> str | None:
         """The version LATEST names, or None when the experiment has no complete version."""
