@@ -72,6 +72,7 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /opt/kubetrain
 COPY flows/ flows/
 COPY tasks/ tasks/
+COPY kubetrain/ kubetrain/
 COPY data/ data/
 
 # Declared last: a build argument invalidates the cache of every later RUN, and the revision

@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.sftp import SftpBackend, SftpUrl
-from tasks.ssh import KeySource, SshEndpoint
+from kubetrain.ssh import KeySource, SshEndpoint
+from kubetrain.store.sftp import SftpBackend, SftpUrl
 from tests.sshd import Sshd
 
 CIPHER = "aes128-gcm@openssh.com"

@@ -22,9 +22,9 @@ from benchmarks.train_speed import children_peak_rss_mib, make_csv
 
 def main() -> None:
     """Time each size and print a table, then the per-row cost ratio."""
-    from tasks.artifacts import serialize
-    from tasks.data import load_dataset
-    from tasks.training import TrainingConfig, default_workers, train_models
+    from kubetrain.data import load_dataset
+    from kubetrain.manifest import write_version_files
+    from kubetrain.training.engine import TrainingConfig, default_workers, train_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,3000,10000,30000,100000")
@@ -50,7 +50,7 @@ def main() -> None:
             started = time.perf_counter()
             dataset = load_dataset(str(csv_path), "# Letter", ["Line"], 5)
             results = train_models(dataset.X, dataset.y, config)
-            serialize.fn(results, out)
+            write_version_files(results, out)
             seconds = time.perf_counter() - started
             timings.append((dataset.rows, seconds))
             main_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -3,7 +3,7 @@
 Workload of the original's shape: 1300 rows x 160 float features, 26 classes of 50 rows sorted by
 class, `lda` + full-size `nn`, 5-fold CV, l2 rows. Both run in this process, one after the other:
   reference  benchmarks/reference.py: read CSV, normalize, fit + dump both, cross_val_score both
-  ours       tasks.data.load_dataset + tasks.training.train_models + tasks.artifacts.serialize
+  ours       kubetrain.data.load_dataset + training.engine.train_models + write_version_files
              (a fresh worker pool: its start-up is included)
 Then, unless --no-process, the whole processes: `python -m benchmarks.reference` vs
 `python -m flows.train` (Prefect's ephemeral server start included).
@@ -91,15 +91,15 @@ def run_reference(
 
 
 def run_ours(csv_path: Path, out: Path) -> tuple[float, dict[str, list[float]], int]:
-    from tasks.artifacts import serialize
-    from tasks.data import load_dataset
-    from tasks.training import TrainingConfig, default_workers, train_models
+    from kubetrain.data import load_dataset
+    from kubetrain.manifest import write_version_files
+    from kubetrain.training.engine import TrainingConfig, default_workers, train_models
 
     started = time.perf_counter()
     dataset = load_dataset(str(csv_path), "# Letter", ["Line"], 5)
     config = TrainingConfig(models=["lda", "nn"], normalize="l2", folds=5, seed=0)
     results = train_models(dataset.X, dataset.y, config)
-    serialize.fn(results, out)
+    write_version_files(results, out)
     seconds = time.perf_counter() - started
     return seconds, {n: r.scores["accuracy"] for n, r in results.items()}, default_workers()
 

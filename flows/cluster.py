@@ -5,7 +5,7 @@
     python -m flows.cluster join      --inventory infra/inventory.yaml
     python -m flows.cluster teardown  --inventory infra/inventory.yaml [--purge-packages]
 
-Every step is check-then-apply (tasks/cluster.py): a second run changes nothing and says so;
+Every step is check-then-apply (kubetrain/cluster): a second run changes nothing and says so;
 --dry-run runs only the read-only checks and lists, per host and step, what would run and why.
 A failed host stops only what depends on it; the others' finished work is kept; re-run resumes.
 """
@@ -21,7 +21,7 @@ import typer
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 
-from tasks.cluster import (
+from kubetrain.cluster import (
     ClusterReport,
     ClusterRunError,
     ClusterStepError,
@@ -31,14 +31,13 @@ from tasks.cluster import (
     Step,
     StepResult,
     control_plane_steps,
-    create_join_command,
     join_steps,
     load_inventory,
     nodes_ready_step,
     prepare_steps,
-    run_host_steps,
     teardown_steps,
 )
+from tasks.cluster import create_join_command, run_host_steps
 
 
 def _gather(

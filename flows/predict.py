@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from prefect import flow
 
-from tasks.data import SAMPLE_DATA as DEFAULT_DATA
+from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,10 @@ def predict(
     from prefect.artifacts import create_table_artifact
     from prefect.logging import get_run_logger
 
-    from tasks.data import resolve_sample
-    from tasks.inference import fetch_version, score_data, write_predictions
+    from kubetrain.data import resolve_sample
+    from kubetrain.inference import write_predictions
+    from tasks.inference import score_data
+    from tasks.store import fetch_version
 
     data = resolve_sample(data)
     with tempfile.TemporaryDirectory(prefix="kubetrain-predict-") as tmp:

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
-from tasks.data import SAMPLE_DATA as DEFAULT_DATA
-from tasks.data import resolve_sample
+from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
+from kubetrain.data import resolve_sample
 
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
@@ -31,44 +30,6 @@ class TrainOutcome:
     version: str
     manifest: dict[str, Any]
     table: str
-
-
-@task(name="check-destination", cache_policy=NO_CACHE)
-def check_destination(destination: str, experiment: str, version: str) -> None:
-    """Fail before training when the destination cannot be written (probe file, then removed)."""
-    from tasks.store import StoreError, open_store, validate_name
-
-    validate_name("experiment", experiment)
-    with open_store(destination) as store:
-        probe = f"{experiment}/.write-probe-{version}.part"
-        try:
-            store.backend.makedirs(experiment)
-            store.backend.write_bytes(probe, b"")
-            store.backend.remove(probe)
-        except StoreError:
-            raise
-        except OSError as error:
-            raise StoreError(
-                f"destination {destination!r} cannot be written: {error}; "
-                "choose a destination you can write to"
-            ) from error
-
-
-# No task-level retries: the SFTP backend retries transient I/O itself, and a repeated publish
-# of a permanent failure (permissions, disk full) would only delay the error.
-@task(name="publish", cache_policy=NO_CACHE)
-def publish(
-    destination: str,
-    experiment: str,
-    version: str,
-    files: dict[str, Path],
-    manifest: dict[str, Any],
-) -> str:
-    """Publish the files, then manifest.json, then LATEST; a retry resumes where it stopped."""
-    from tasks.store import open_store
-
-    with open_store(destination) as store:
-        return store.publish(experiment, version, files, manifest).location
 
 
 @flow(name="train")
@@ -116,12 +77,15 @@ def train(
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
-    from tasks.artifacts import build_manifest, new_version, serialize
-    from tasks.data import describe, load_data
-    from tasks.models import check_configuration
-    from tasks.report import format_cv_table, report
-    from tasks.training import TrainingConfig
-    from tasks.training import train as fit_and_cross_validate
+    from kubetrain.data import describe
+    from kubetrain.manifest import build_manifest, new_version
+    from kubetrain.report import format_cv_table
+    from kubetrain.training.catalog import check_configuration
+    from kubetrain.training.engine import TrainingConfig
+    from tasks.data import load_data
+    from tasks.report import report
+    from tasks.store import check_destination, publish, serialize
+    from tasks.training import fit_and_cross_validate
 
     parameters = {
         "data": data,
@@ -140,9 +104,7 @@ def train(
     check_configuration(list(models), model_params, list(metrics), normalize, seed)
     version = new_version()
     check_destination(destination, experiment, version)
-    dataset = load_data.with_options(cache_policy=NO_CACHE)(
-        resolve_sample(data), target, list(drop_columns), folds
-    )
+    dataset = load_data(resolve_sample(data), target, list(drop_columns), folds)
     config = TrainingConfig(
         models=list(models),
         model_params=model_params,
@@ -152,11 +114,9 @@ def train(
         seed=seed,
         metrics=list(metrics),
     )
-    results = fit_and_cross_validate.with_options(cache_policy=NO_CACHE)(
-        dataset.X, dataset.y, config
-    )
+    results = fit_and_cross_validate(dataset.X, dataset.y, config)
     with tempfile.TemporaryDirectory(prefix="kubetrain-version-") as tmp:
-        files = serialize.with_options(cache_policy=NO_CACHE)(results, Path(tmp))
+        files = serialize(results, Path(tmp))
         manifest = build_manifest(
             version=version,
             flow_run_id=flow_run.id,
@@ -166,7 +126,7 @@ def train(
             files=files,
         )
         location = publish(destination, experiment, version, files, manifest)
-    report.with_options(cache_policy=NO_CACHE)(location, manifest, results)
+    report(location, manifest, results)
     table = format_cv_table(results)
     get_run_logger().info("published %s\n%s", location, table)
     return TrainOutcome(location=location, version=version, manifest=manifest, table=table)

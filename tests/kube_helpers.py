@@ -125,7 +125,7 @@ def render_deployment_job(
     import prefect.settings
     from prefect.settings import temporary_settings
 
-    from flows.work_pool import (
+    from kubetrain.k8s import (
         load_base_job_template,
         load_environment,
         render_job_manifest,
@@ -591,7 +591,7 @@ def ensure_project_deployed(api_url: str) -> dict[str, str]:
     """
     if api_url in _DEPLOYED:
         return _DEPLOYED[api_url]
-    from flows.work_pool import (
+    from kubetrain.k8s import (
         POOL_NAME,
         load_base_job_template,
         load_environment,

@@ -369,7 +369,7 @@ async def _deploy_and_schedule(
     from prefect.utilities.callables import parameter_schema
 
     from flows.train import train
-    from flows.work_pool import load_base_job_template, upsert_work_pool
+    from kubetrain.k8s import load_base_job_template, upsert_work_pool
     from tests.kube_helpers import deployment_spec, load_prefect_yaml
 
     await upsert_work_pool(pool, load_base_job_template())
@@ -496,7 +496,7 @@ def test_worker_in_the_image_submits_a_job_whose_pod_completes_in_the_image(
         manifest = json.loads((version_dir / "manifest.json").read_text())
         assert manifest["flow_run_id"] == flow_run_id
         assert set(manifest["files"]) >= {"clf_lda.joblib", "metadata.json", "cv_results.csv"}
-        from tasks.store import sha256_file
+        from kubetrain.store import sha256_file
 
         for name, entry in manifest["files"].items():
             assert sha256_file(version_dir / name) == entry["sha256"], name

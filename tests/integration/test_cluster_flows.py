@@ -3,7 +3,7 @@
 Not virtual machines and no Kubernetes: the system tools (kubeadm, kubectl, apt-get, systemctl,
 swapoff, modprobe, sysctl, containerd, curl, gpg, sudo …) are stand-in scripts first on each
 host's PATH (tests/standins/), logging every call and keeping per-host state in a fake root.
-The flows, SSH (tasks/ssh.py, host keys verified), sudo wrapping, shell checks and the Prefect
+The flows, SSH (kubetrain/ssh.py, host keys verified), sudo wrapping, shell checks and the Prefect
 server are real.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cluster import app, bootstrap_cluster, join_workers, teardown_cluster
-from tasks.cluster import ClusterRunError
+from kubetrain.cluster import ClusterRunError
 from tests.standins.hosts import StandinCluster
 
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ from sklearn.preprocessing import normalize
 
 from flows.predict import predict
 from flows.train import train
-from tasks.store import IntegrityError, VersionNotFoundError, open_store
+from kubetrain.store import IntegrityError, VersionNotFoundError, open_store
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_letters.csv"
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tasks import sftp as sftp_module
-from tasks.sftp import download_file
-from tasks.ssh import HostKeyError, SshAuthenticationError
-from tasks.store import IntegrityError, StoreError, open_store
+from kubetrain.ssh import HostKeyError, SshAuthenticationError
+from kubetrain.store import IntegrityError, StoreError, open_store
+from kubetrain.store import sftp as sftp_module
+from kubetrain.store.sftp import download_file
 from tests.sshd import Sshd, generate_key
 
 pytestmark = pytest.mark.usefixtures("ssh_env")
@@ -203,7 +203,7 @@ def test_session_killed_mid_upload_is_retried_and_completes(
             kill_done.wait(60)
 
     killer = threading.Thread(target=kill_when_part_appears)
-    caplog.set_level(logging.WARNING, logger="tasks.sftp")
+    caplog.set_level(logging.WARNING, logger="kubetrain.store.sftp")
     killer.start()
     try:
         with open_store(url) as store:
@@ -265,7 +265,7 @@ def test_full_disk_clear_error_nothing_published(
     url = sshd.url(small_disk)
     publish(url, "exp", "v1", make_files(tmp_path / "small", {"a.bin": 1000}))
     big = make_files(tmp_path / "big", {"a.bin": 1000, "clf_nn.joblib": 3_000_000})
-    caplog.set_level(logging.WARNING, logger="tasks.sftp")
+    caplog.set_level(logging.WARNING, logger="kubetrain.store.sftp")
     with pytest.raises(StoreError, match="disk is full") as caught:
         publish(url, "exp", "v2", big)
     assert "clf_nn.joblib.part" in str(caught.value)

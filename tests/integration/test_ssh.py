@@ -1,4 +1,4 @@
-"""tasks/ssh.py against a real OpenSSH sshd: host-key checks, keys, retries, remote commands."""
+"""kubetrain/ssh.py against a real OpenSSH sshd: host-key checks, keys, retries, remote commands."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import ssh
-from tasks.ssh import (
+from kubetrain import ssh
+from kubetrain.ssh import (
     HostKeyError,
     KeySource,
     SshAuthenticationError,

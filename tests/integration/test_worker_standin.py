@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.work_pool import sample_flow_run_objects, schema_errors
-from tasks.store import open_store
+from kubetrain.k8s import sample_flow_run_objects, schema_errors
+from kubetrain.store import open_store
 from tests.kube_helpers import (
     ensure_project_deployed,
     flow_run_state,

@@ -82,7 +82,7 @@ class StandinHost:
 
         For tests about later phases: the flow's prepare checks then find nothing to do.
         """
-        from tasks.cluster import DEFAULT_PACKAGE_REPOSITORY, KEYRING
+        from kubetrain.cluster import DEFAULT_PACKAGE_REPOSITORY, KEYRING
 
         root = self.root
         files = {

@@ -1,4 +1,4 @@
-"""tasks/artifacts.py: file names, metadata.json, cv_results.csv, manifest fields, versions."""
+"""kubetrain/manifest.py: file names, metadata.json, cv_results.csv, manifest fields, versions."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from tasks.artifacts import build_manifest, new_version, serialize
-from tasks.training import ModelResult
+from kubetrain.manifest import build_manifest, new_version, write_version_files
+from kubetrain.training.engine import ModelResult
 
 VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
@@ -45,7 +45,7 @@ def test_version_names_are_utc_sortable_and_unique() -> None:
 
 
 def test_serialize_writes_the_originals_files(tmp_path: Path, results) -> None:
-    files = serialize.fn(results, tmp_path)
+    files = write_version_files(results, tmp_path)
     assert set(files) == {"clf_lda.joblib", "metadata.json", "cv_results.csv"}
     assert json.loads((tmp_path / "metadata.json").read_text()) == {
         "train_accuracy_lda": pytest.approx(0.75, abs=0)
@@ -60,7 +60,7 @@ def test_serialize_writes_the_originals_files(tmp_path: Path, results) -> None:
 
 
 def test_manifest_has_every_contract_field(tmp_path: Path, results) -> None:
-    files = serialize.fn(results, tmp_path)
+    files = write_version_files(results, tmp_path)
     parameters = {"data": "x.csv", "models": ["lda"], "folds": 3}
     manifest = build_manifest(
         version="20260102T030405Z-0123abcd",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.cluster import InventoryError, load_inventory, parse_inventory
+from kubetrain.cluster import InventoryError, load_inventory, parse_inventory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "infra" / "inventory.example.yaml"
@@ -220,14 +220,14 @@ def test_unreadable_and_malformed_files(tmp_path):
 def test_cli_rejects_bad_inventories_before_any_ssh_connection(data, files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import tasks.ssh
+    import kubetrain.ssh
     from flows import cluster as cluster_flows
 
     def no_ssh(*args: object, **kwargs: object) -> None:
         raise AssertionError("an SSH connection was attempted")
 
-    monkeypatch.setattr(tasks.ssh, "connect", no_ssh)
-    monkeypatch.setattr(tasks.ssh.paramiko.SSHClient, "connect", no_ssh)
+    monkeypatch.setattr(kubetrain.ssh, "connect", no_ssh)
+    monkeypatch.setattr(kubetrain.ssh.paramiko.SSHClient, "connect", no_ssh)
     cases = {
         "missing-host": lambda d: d.pop("control_plane"),
         "duplicate-address": lambda d: d["workers"][1].update(address="192.0.2.11"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster import (
+from kubetrain.cluster import (
     JOIN_TOKEN_COMMAND,
     ClusterReport,
     ClusterStepError,
@@ -33,7 +33,7 @@ from tasks.cluster import (
     run_steps,
     teardown_steps,
 )
-from tasks.ssh import CommandResult, SshTransientError
+from kubetrain.ssh import CommandResult, SshTransientError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 HASH = "sha256:" + "3f" * 32
@@ -338,9 +338,9 @@ def test_wait_in_dry_run_only_looks(inventory):
 
 
 def test_connection_problems_name_the_host_and_step(inventory):
-    from tasks.cluster import open_remote
+    from kubetrain.cluster import open_remote
 
-    # The fixture's key file is not a key: tasks/ssh refuses it before any network traffic.
+    # The fixture's key file is not a key: kubetrain/ssh refuses it before any network traffic.
     with pytest.raises(ClusterStepError) as caught:
         open_remote(inventory.workers[0])
     error = caught.value

@@ -1,4 +1,4 @@
-"""tasks/data.py: sources, HTTP retries and timeouts, validation messages, fingerprint."""
+"""kubetrain/data.py: sources, HTTP retries and timeouts, validation messages, fingerprint."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import DataError, Dataset, fetch_http, fetch_source, load_data, load_dataset
+from kubetrain.data import DataError, Dataset, fetch_http, fetch_source, load_dataset
 from tests.train_helpers import (
     LocalHttpServer,
     StallingServer,
@@ -27,7 +27,7 @@ def csv_path(tmp_path: Path) -> Path:
 
 def _load(data: str, **kwargs: Any) -> Dataset:
     args: dict[str, Any] = {"target": "# Letter", "drop_columns": ["Line"], "folds": 5} | kwargs
-    return load_data.fn(data, **args)
+    return load_dataset(data, **args)
 
 
 def test_plain_path_and_file_url_give_same_data_and_fingerprint(csv_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flows.work_pool import (
+from kubetrain.k8s import (
     SSH_MOUNT_DIR,
     WorkPoolError,
     check_job_variables,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.work_pool import (
+from kubetrain.k8s import (
     INFRA_DIR,
     KUBERNETES_VERSION,
     load_base_job_template,

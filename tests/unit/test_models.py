@@ -1,4 +1,4 @@
-"""tasks/models.py: the catalog's defaults and the checks on overrides, metrics, normalize."""
+"""training/catalog.py: the catalog's defaults and the checks on overrides, metrics, normalize."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tasks.models import (
+from kubetrain.training.catalog import (
     CATALOG,
     METRIC_CHOICES,
     NORMALIZE_CHOICES,

@@ -10,10 +10,8 @@ from typing import Any
 import paramiko
 import pytest
 
-from tasks import sftp as sftp_module
-from tasks import ssh
-from tasks.sftp import SftpBackend, SftpTransferError, SftpUrl, parse_sftp_url
-from tasks.ssh import (
+from kubetrain import ssh
+from kubetrain.ssh import (
     KeySource,
     SshAuthenticationError,
     SshEndpoint,
@@ -21,7 +19,9 @@ from tasks.ssh import (
     backoff_delay,
     retry_on_transient,
 )
-from tasks.store import StoreError, open_store
+from kubetrain.store import StoreError, open_store
+from kubetrain.store import sftp as sftp_module
+from kubetrain.store.sftp import SftpBackend, SftpTransferError, SftpUrl, parse_sftp_url
 from tests.sshd import generate_key
 
 PASSPHRASE = "s3cret passphrase"
@@ -239,7 +239,7 @@ def test_transient_errors_retried_then_reported_as_transient(
         calls.append(1)
         raise OSError("Socket is closed")
 
-    caplog.set_level(logging.WARNING, logger="tasks.sftp")
+    caplog.set_level(logging.WARNING, logger="kubetrain.store.sftp")
     with pytest.raises(SftpTransferError, match="failed 3 times") as caught:
         _offline_backend()._run("upload", "exp/v/a.part", dropped)
     assert len(calls) == 3

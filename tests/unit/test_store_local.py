@@ -1,4 +1,4 @@
-"""tasks/store.py over LocalBackend: the publishing protocol the train flow relies on."""
+"""kubetrain/store over LocalBackend: the publishing protocol the train flow relies on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.store import (
+from kubetrain.store import (
     IntegrityError,
     StoreError,
     VersionNotFoundError,
@@ -145,7 +145,7 @@ def test_latest_names_the_newest_version_when_the_older_publisher_renames_last(
     tmp_path: Path,
 ) -> None:
     """The race: V1's publisher reads LATEST, V2 publishes completely, then V1 renames."""
-    from tasks.store import ArtifactStore, LocalBackend
+    from kubetrain.store import ArtifactStore, LocalBackend
 
     root = tmp_path / "store"
     files_old, files_new = _files(tmp_path, "old"), _files(tmp_path, "new")

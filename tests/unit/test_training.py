@@ -1,4 +1,4 @@
-"""tasks/training.py: parallel fits and folds are bit-identical to sequential cross_val_score."""
+"""training/engine.py: parallel fits and folds are bit-identical to sequential cross_val_score."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.preprocessing import normalize
 
-from tasks.models import build_estimator
-from tasks.training import TrainingConfig, plan_jobs, train
+from kubetrain.training.catalog import build_estimator
+from kubetrain.training.engine import TrainingConfig, plan_jobs, train_models
 from tests.train_helpers import original_layout_frame
 
 SMALL_NN = {"hidden_layer_sizes": [16], "max_iter": 60}
@@ -38,7 +38,7 @@ def test_parallel_scores_equal_sequential_cross_val_score(data) -> None:
         model_params={"nn": SMALL_NN},
         metrics=["accuracy", "f1_macro", "balanced_accuracy", "roc_auc_ovr"],
     )
-    results = train.fn(X, y, config, workers=2)
+    results = train_models(X, y, config, workers=2)
     for name in config.models:
         for metric in config.scored_metrics:
             assert results[name].scores[metric] == _reference(name, X, y, config, metric), (
@@ -61,8 +61,8 @@ def test_one_worker_and_two_workers_agree(data) -> None:
         seed=3,
         folds=3,
     )
-    one = train.fn(X, y, config, workers=1)
-    two = train.fn(X, y, config, workers=2)
+    one = train_models(X, y, config, workers=1)
+    two = train_models(X, y, config, workers=2)
     for name in config.models:
         assert one[name].scores == two[name].scores
         assert one[name].scores["accuracy"] == _reference(name, X, y, config)
@@ -71,7 +71,7 @@ def test_one_worker_and_two_workers_agree(data) -> None:
 def test_standard_normalize_is_fitted_per_fold(data) -> None:
     X, y = data
     config = TrainingConfig(models=["svc"], normalize="standard", folds=4)
-    results = train.fn(X * 100.0, y, config, workers=2)
+    results = train_models(X * 100.0, y, config, workers=2)
     assert results["svc"].scores["accuracy"] == _reference("svc", X * 100.0, y, config)
     assert results["svc"].estimator.named_steps["scale"].mean_.shape == (X.shape[1],)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from flows.work_pool import (
+from flows.work_pool import ensure_work_pool
+from kubetrain.k8s import (
     WorkPoolError,
     apply_manifests,
-    ensure_work_pool,
     load_base_job_template,
     load_environment,
     load_manifests,

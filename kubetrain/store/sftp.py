@@ -1,6 +1,6 @@
 """SFTP backend of the artifact store, and single-file downloads for data="sftp://…".
 
-Connections come from tasks/ssh.py (known_hosts verified, key from file/env/Secret block).
+Connections come from kubetrain/ssh.py (known_hosts verified, key from file/env/Secret block).
 Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages) and an
 AES-GCM cipher preference, which is what gets paramiko close to OpenSSH's own `sftp` speed.
 
@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 
-from tasks.ssh import (
+from kubetrain.ssh import (
     KeySource,
     SshEndpoint,
     SshError,
@@ -41,7 +41,7 @@ from tasks.ssh import (
     connect,
     known_hosts_from_env,
 )
-from tasks.store import ProgressCallback, StoreError
+from kubetrain.store import ProgressCallback, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
 
 
 class SftpBackend:
-    """tasks.store.Backend over SFTP, rooted at a directory on the server."""
+    """kubetrain.store.Backend over SFTP, rooted at a directory on the server."""
 
     def __init__(
         self,

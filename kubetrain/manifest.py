@@ -11,10 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
-from tasks.store import MANIFEST, sha256_file
-from tasks.training import ModelResult
+from kubetrain.store import MANIFEST, sha256_file
+from kubetrain.training.engine import ModelResult
 
 METADATA = "metadata.json"
 CV_RESULTS = "cv_results.csv"
@@ -138,8 +136,7 @@ def build_manifest(
     }
 
 
-@task(name="serialize")
-def serialize(results: Mapping[str, ModelResult], directory: Path) -> dict[str, Path]:
+def write_version_files(results: Mapping[str, ModelResult], directory: Path) -> dict[str, Path]:
     """Write the model files, metadata.json and cv_results.csv into directory."""
     directory.mkdir(parents=True, exist_ok=True)
     files = write_models(results, directory)

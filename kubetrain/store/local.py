@@ -1,0 +1,90 @@
+"""The store on a local folder: os.replace gives the atomic rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kubetrain.store.protocol import ProgressCallback, StoreError, sha256_file
+
+
+class LocalBackend:
+    """Backend on a local directory; os.replace gives the atomic rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = root.as_uri()
+
+    def _path(self, path: str) -> Path:
+        return self.root / path
+
+    def makedirs(self, path: str) -> None:
+        try:
+            self._path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create {self._path(path)}: {error.strerror}; "
+                "choose a destination you can write to"
+            ) from error
+
+    def upload(self, source: Path, path: str, progress: ProgressCallback | None) -> None:
+        total = source.stat().st_size
+        target = self._path(path)
+        try:
+            with source.open("rb") as reader, target.open("wb") as writer:
+                done = 0
+                for block in iter(lambda: reader.read(4 << 20), b""):
+                    writer.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+                writer.flush()
+                os.fsync(writer.fileno())
+        except OSError as error:
+            target.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {target}: {error.strerror}") from error
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        try:
+            with target.open("wb") as writer:
+                writer.write(data)
+                writer.flush()
+                os.fsync(writer.fileno())
+        except OSError as error:
+            target.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {target}: {error.strerror}") from error
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+    def download(self, path: str, destination: Path, progress: ProgressCallback | None) -> None:
+        with (
+            tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as tmp,
+            self._path(path).open("rb") as reader,
+        ):
+            for block in iter(lambda: reader.read(4 << 20), b""):
+                tmp.write(block)
+        os.replace(tmp.name, destination)
+
+    def size(self, path: str) -> int:
+        return self._path(path).stat().st_size
+
+    def sha256(self, path: str) -> str:
+        return sha256_file(self._path(path))
+
+    def replace(self, source: str, target: str) -> None:
+        os.replace(self._path(source), self._path(target))
+
+    def exists(self, path: str) -> bool:
+        return self._path(path).exists()
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(self._path(path)))
+
+    def remove(self, path: str) -> None:
+        self._path(path).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        return None

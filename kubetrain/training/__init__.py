@@ -1,0 +1,1 @@
+"""Training: the model catalog and the parallel fit + cross-validation engine."""
