@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from kubetrain.errors import TransientError, UserError
 from kubetrain.store import sha256_file
 
 if TYPE_CHECKING:
@@ -36,11 +37,11 @@ def resolve_sample(data: str) -> str:
     return data
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The training data cannot be read or is not fit for training; the message says why."""
 
 
-class TransientFetchError(DataError):
+class TransientFetchError(TransientError):
     """A fetch failed for a reason that may pass (timeout, connection reset, 5xx)."""
 
 

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubetrain.errors import UserError
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
 
-class InferenceError(ValueError):
+class InferenceError(UserError, ValueError):
     """The version or the data to score cannot be used; the message says why and what to do."""
 
 

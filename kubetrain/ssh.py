@@ -32,6 +32,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from kubetrain.errors import KubetrainError, TransientError, UserError
+
 logger = logging.getLogger(__name__)
 
 ENV_KEY_PATH = "KUBETRAIN_SSH_KEY"
@@ -47,19 +49,19 @@ ENV_KNOWN_HOSTS = "KUBETRAIN_KNOWN_HOSTS"
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
-class SshError(Exception):
+class SshError(KubetrainError):
     """An SSH problem with a user-facing message naming the problem and the fix."""
 
 
-class HostKeyError(SshError):
+class HostKeyError(SshError, UserError):
     """The server's host key is unknown or changed: never retried."""
 
 
-class SshAuthenticationError(SshError):
+class SshAuthenticationError(SshError, UserError):
     """The key, its passphrase or the login was refused: never retried."""
 
 
-class SshTransientError(SshError):
+class SshTransientError(SshError, TransientError):
     """Connection refused, reset or timed out: worth retrying with backoff."""
 
 

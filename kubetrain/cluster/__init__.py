@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kubetrain.errors import KubetrainError, UserError
 from kubetrain.ssh import CommandResult, KeySource, SshEndpoint, SshError
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
@@ -59,11 +60,11 @@ _JOIN = re.compile(
 )
 
 
-class InventoryError(ValueError):
+class InventoryError(UserError, ValueError):
     """The inventory file is missing, malformed or inconsistent; raised before any SSH."""
 
 
-class ClusterStepError(Exception):
+class ClusterStepError(KubetrainError):
     """A step failed on a host: names host, step, command, exit code and the stderr tail."""
 
     def __init__(
@@ -87,7 +88,7 @@ class ClusterStepError(Exception):
         )
 
 
-class ClusterRunError(Exception):
+class ClusterRunError(KubetrainError):
     """One or more hosts failed; carries the report of everything that did and did not run."""
 
     def __init__(self, message: str, report: ClusterReport) -> None:

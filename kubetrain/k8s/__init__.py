@@ -14,6 +14,8 @@ from typing import Any, cast
 
 import yaml
 
+from kubetrain.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "deployments" / "base-job-template.json"
 ENVIRONMENTS_DIR = REPO_ROOT / "deployments"
@@ -30,7 +32,7 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
-class WorkPoolError(Exception):
+class WorkPoolError(UserError):
     """A user-facing problem with the template, the job variables or the manifests."""
 
 

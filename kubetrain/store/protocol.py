@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kubetrain.errors import UserError
+
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
 PART_SUFFIX = ".part"
@@ -28,7 +30,7 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ProgressCallback = Callable[[int, int], None]
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A destination problem a user can fix (bad URL, permissions, disk full, bad name)."""
 
 

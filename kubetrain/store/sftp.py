@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 
+from kubetrain.errors import TransientError
 from kubetrain.ssh import (
     KeySource,
     SshEndpoint,
@@ -72,7 +73,7 @@ class SftpUrl:
         return f"sftp://{self.user}@{host}:{self.port}{self.path}"
 
 
-class SftpTransferError(StoreError, SshTransientError):
+class SftpTransferError(TransientError):
     """A transfer kept failing on transient errors; running again later resumes the version."""
 
 

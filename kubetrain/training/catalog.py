@@ -10,13 +10,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubetrain.errors import UserError
+
 NORMALIZE_CHOICES = ("none", "l2", "standard")
 METRIC_CHOICES = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr")
 # Metrics that need class probabilities from the model.
 PROBA_METRICS = frozenset({"roc_auc_ovr"})
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """A model name, model override, metric or normalization the catalog cannot honour."""
 
 

@@ -1,0 +1,69 @@
+"""Every KUBETRAIN_* environment variable, in one typed settings object (pydantic-settings).
+
+Read it with `get_settings()` at the moment a value is needed (not at import): tests and pods set
+the environment after import. The README's "Configuration" table lists the same variables.
+Secrets (key text, passphrases) are `SecretStr`: their repr and str never show the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kubetrain.errors import UserError
+
+
+class Settings(BaseSettings):
+    """kubetrain's configuration from the environment (prefix KUBETRAIN_)."""
+
+    model_config = SettingsConfigDict(env_prefix="KUBETRAIN_", extra="ignore")
+
+    ssh_key: Path | None = Field(
+        None, description="Path to the SSH private key file (e.g. a mounted Kubernetes Secret)."
+    )
+    ssh_key_data: SecretStr | None = Field(None, description="The SSH private key text itself.")
+    ssh_key_secret_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the SSH private key text."
+    )
+    ssh_key_passphrase: SecretStr | None = Field(None, description="The SSH key's passphrase.")
+    ssh_key_passphrase_file: Path | None = Field(
+        None, description="Path to a file holding the SSH key's passphrase."
+    )
+    ssh_key_passphrase_secret_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the SSH key's passphrase."
+    )
+    known_hosts: Path = Field(
+        Path("~/.ssh/known_hosts"), description="known_hosts file that SSH host keys must match."
+    )
+    http_timeout: float = Field(
+        30.0, gt=0, description="Seconds one HTTP download attempt may take."
+    )
+    http_attempts: int = Field(4, ge=1, le=20, description="Attempts for transient HTTP failures.")
+    http_backoff: float = Field(
+        1.0, ge=0, description="First retry delay in seconds (doubles per attempt, with jitter)."
+    )
+    train_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Worker processes for fits (default: the CPUs this process may use).",
+    )
+    image: str | None = Field(
+        None, description="The container image a run executes in, recorded in the manifest."
+    )
+
+
+class SettingsError(UserError):
+    """A KUBETRAIN_* variable holds a value of the wrong kind or out of range."""
+
+
+def get_settings() -> Settings:
+    """The settings as the environment holds them now; a bad value names its variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"KUBETRAIN_{str(e['loc'][0]).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}; fix or unset it") from None
