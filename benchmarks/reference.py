@@ -1,4 +1,4 @@
-"""The original tutorial's train.py, written faithfully from DESIGN.md §1: the reference.
+"""The original tutorial's train.py, written faithfully from docs/design.md §1: the reference.
 
 Sequential, one process: read the CSV, drop `Line` and `# Letter`, L2-normalize each row,
 fit LinearDiscriminantAnalysis() and the MLPClassifier on all rows and joblib-dump them,

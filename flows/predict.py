@@ -10,11 +10,10 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from prefect import flow
 
+from flows._failures import fail_on_user_error
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 
 
@@ -28,6 +27,7 @@ class PredictOutcome:
 
 
 @flow(name="predict")
+@fail_on_user_error
 def predict(
     source: str = "./artifacts",
     experiment: str = "default",
@@ -73,29 +73,9 @@ def predict(
     return PredictOutcome(version=loaded.version, predictions=written, accuracy=scores.accuracy)
 
 
-def cli(
-    source: Annotated[str, typer.Option(help="Store URL the version was published to.")] = (
-        "./artifacts"
-    ),
-    experiment: Annotated[str, typer.Option(help="Experiment name.")] = "default",
-    version: Annotated[str, typer.Option(help="Version; empty for LATEST.")] = "",
-    data: Annotated[str, typer.Option(help="CSV to score (training layout).")] = DEFAULT_DATA,
-    output: Annotated[str, typer.Option(help="Folder for the predictions CSV.")] = (
-        "./predictions"
-    ),
-) -> None:
-    """Score a CSV with a published version's models and print accuracy per model."""
-    try:
-        outcome = predict(
-            source=source, experiment=experiment, version=version or None, data=data, output=output
-        )
-    except Exception as error:  # the flow run already logged the traceback
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
-    typer.echo(f"version {outcome.version}: predictions in {outcome.predictions}")
-    for model, accuracy in (outcome.accuracy or {}).items():
-        typer.echo(f"  accuracy {model}: {accuracy:.6f}")
+if __name__ == "__main__":  # `python -m flows.predict` is `kubetrain predict`
+    import sys
 
+    from kubetrain.cli import main
 
-if __name__ == "__main__":
-    typer.run(cli)
+    main(["predict", *sys.argv[1:]])

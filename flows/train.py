@@ -4,16 +4,14 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import typer
 from prefect import flow
 
+from flows._failures import fail_on_user_error
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 from kubetrain.data import resolve_sample
 
@@ -33,6 +31,7 @@ class TrainOutcome:
 
 
 @flow(name="train")
+@fail_on_user_error
 def train(
     data: str = DEFAULT_DATA,
     target: str = "# Letter",
@@ -84,23 +83,11 @@ def train(
     from kubetrain.training.engine import TrainingConfig
     from tasks.data import load_data
     from tasks.report import report
+    from tasks.run_record import redact_run_parameters
     from tasks.store import check_destination, publish, serialize
     from tasks.training import fit_and_cross_validate
 
-    parameters = {
-        "data": data,
-        "target": target,
-        "drop_columns": list(drop_columns),
-        "normalize": normalize,
-        "models": list(models),
-        "model_params": model_params,
-        "folds": folds,
-        "shuffle": shuffle,
-        "seed": seed,
-        "metrics": list(metrics),
-        "destination": destination,
-        "experiment": experiment,
-    }
+    parameters = redact_run_parameters(dict(flow_run.parameters))
     check_configuration(list(models), model_params, list(metrics), normalize, seed)
     version = new_version()
     check_destination(destination, experiment, version)
@@ -132,72 +119,9 @@ def train(
     return TrainOutcome(location=location, version=version, manifest=manifest, table=table)
 
 
-@functools.cache
-def _parameter_help() -> dict[str, str]:
-    # One source for the UI form and the CLI: the flow docstring's Args section.
-    from prefect.utilities.callables import parameter_docstrings
+if __name__ == "__main__":  # `python -m flows.train` is `kubetrain train`
+    import sys
 
-    return parameter_docstrings(train.fn.__doc__)
+    from kubetrain.cli import main
 
-
-def _help(name: str, extra: str = "") -> str:
-    return " ".join([*_parameter_help()[name].split(), extra]).strip()
-
-
-def _split(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def cli(
-    data: Annotated[str, typer.Option(help=_help("data"))] = DEFAULT_DATA,
-    target: Annotated[str, typer.Option(help=_help("target"))] = "# Letter",
-    drop_columns: Annotated[
-        str, typer.Option(help=_help("drop_columns", " Comma-separated; '' for none."))
-    ] = "Line",
-    normalize: Annotated[str, typer.Option(help=_help("normalize"))] = "l2",
-    models: Annotated[str, typer.Option(help=_help("models", " Comma-separated."))] = "lda,nn",
-    model_params: Annotated[str, typer.Option(help=_help("model_params", " JSON."))] = "{}",
-    folds: Annotated[int, typer.Option(help=_help("folds"))] = 5,
-    shuffle: Annotated[bool, typer.Option(help=_help("shuffle"))] = False,
-    seed: Annotated[int, typer.Option(help=_help("seed"))] = 0,
-    metrics: Annotated[str, typer.Option(help=_help("metrics", " Comma-separated."))] = "accuracy",
-    destination: Annotated[str, typer.Option(help=_help("destination"))] = "./artifacts",
-    experiment: Annotated[str, typer.Option(help=_help("experiment"))] = "default",
-) -> None:
-    """Train catalog models on a CSV, cross-validate them and publish a verified version.
-
-    With no options: the bundled sample, the original's settings, published to ./artifacts.
-    Prints the published version's location and the CV table.
-    """
-    try:
-        overrides = json.loads(model_params)
-    except json.JSONDecodeError as error:
-        raise typer.BadParameter(f"not valid JSON: {error}", param_hint="--model-params") from None
-    if not isinstance(overrides, dict):
-        raise typer.BadParameter(
-            'expected a JSON object {"model": {"param": value}}', param_hint="--model-params"
-        )
-    try:
-        parameters: dict[str, Any] = {
-            "data": data,
-            "target": target,
-            "drop_columns": _split(drop_columns),
-            "normalize": normalize,
-            "models": _split(models),
-            "model_params": overrides,
-            "folds": folds,
-            "shuffle": shuffle,
-            "seed": seed,
-            "metrics": _split(metrics),
-            "destination": destination,
-            "experiment": experiment,
-        }
-        outcome = train(**parameters)
-    except Exception as error:  # the flow run already logged the traceback
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
-    typer.echo(f"published {outcome.location}\n{outcome.table}")
-
-
-if __name__ == "__main__":
-    typer.run(cli)
+    main(["train", *sys.argv[1:]])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import random
 import tempfile
 import time
 from collections.abc import Sequence
@@ -14,18 +12,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from kubetrain.errors import TransientError, UserError
+from kubetrain.locations import HttpUrl, SftpUrl, parse_location, quote_value, redact_url
+from kubetrain.settings import get_settings
 from kubetrain.store import sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-HTTP_TIMEOUT_ENV = "KUBETRAIN_HTTP_TIMEOUT"
-HTTP_ATTEMPTS_ENV = "KUBETRAIN_HTTP_ATTEMPTS"
-HTTP_BACKOFF_ENV = "KUBETRAIN_HTTP_BACKOFF"
-DEFAULT_HTTP_TIMEOUT = 30.0
-DEFAULT_HTTP_ATTEMPTS = 4
-DEFAULT_HTTP_BACKOFF = 1.0
 SAMPLE_DATA = "data/sample_letters.csv"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,111 +54,89 @@ class Dataset:
     class_counts: dict[str, int] = field(default_factory=dict)
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
+def fetch_http(url: str, destination: Path, *, timeout: float | None = None) -> None:
+    """Download url to destination in one attempt bounded in total time and size.
 
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
-
-
-def http_settings() -> tuple[float, int, float]:
-    """(timeout seconds, attempts, first backoff seconds), from the environment or defaults."""
-    return (
-        _env_float(HTTP_TIMEOUT_ENV, DEFAULT_HTTP_TIMEOUT),
-        _env_int(HTTP_ATTEMPTS_ENV, DEFAULT_HTTP_ATTEMPTS),
-        _env_float(HTTP_BACKOFF_ENV, DEFAULT_HTTP_BACKOFF),
-    )
-
-
-def _fetch_http_once(url: str, destination: Path, timeout: float) -> None:
+    Timeouts, resets, 5xx, 408 and 429 raise TransientFetchError (the load-data task retries
+    them); other 4xx and everything a retry cannot fix raise DataError. A partial download is
+    removed on every exit path.
+    """
     import httpx
 
+    settings = get_settings()
+    budget = settings.http_timeout if timeout is None else timeout
+    limit = settings.max_download_bytes
+    shown = quote_value(redact_url(url))
+    deadline = time.monotonic() + budget
+    headers = {}
+    if settings.http_authorization is not None:  # httpx drops it on redirects to other hosts
+        headers["Authorization"] = settings.http_authorization.get_secret_value()
     try:
         with httpx.stream(
-            "GET", url, timeout=httpx.Timeout(timeout), follow_redirects=True
+            "GET", url, headers=headers, timeout=httpx.Timeout(budget), follow_redirects=True
         ) as response:
-            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            status = response.status_code
+            if 400 <= status < 500 and status not in (408, 429):
                 raise DataError(
-                    f"{url}: HTTP {response.status_code} {response.reason_phrase}; "
+                    f"{shown}: HTTP {status} {response.reason_phrase}; "
                     "check the URL (and any credentials): this is not retried"
                 )
-            if response.status_code >= 400:
-                raise TransientFetchError(f"{url}: HTTP {response.status_code}")
+            if status >= 400:
+                raise TransientFetchError(f"{shown}: HTTP {status}")
+            announced = response.headers.get("content-length", "")
+            if announced.isdigit() and int(announced) > limit:
+                raise DataError(_too_large(shown, limit))
+            received = 0
             with destination.open("wb") as out:
                 for chunk in response.iter_bytes(1 << 20):
+                    received += len(chunk)
+                    if received > limit:
+                        raise DataError(_too_large(shown, limit))
+                    if time.monotonic() > deadline:
+                        raise TransientFetchError(
+                            f"{shown}: download not finished within {budget:g}s "
+                            f"({received} bytes so far); raise KUBETRAIN_HTTP_TIMEOUT for "
+                            "large files on slow links"
+                        )
                     out.write(chunk)
-    except httpx.TimeoutException as error:
-        raise TransientFetchError(
-            f"{url}: no answer within {timeout:g}s ({type(error).__name__})"
-        ) from error
-    except httpx.TransportError as error:
-        raise TransientFetchError(f"{url}: {type(error).__name__}: {error}") from error
+    except BaseException as error:
+        destination.unlink(missing_ok=True)
+        if isinstance(error, httpx.UnsupportedProtocol):
+            raise DataError(
+                f"{shown}: the server redirected to a non-HTTP location; "
+                "give the final http(s) URL of the CSV"
+            ) from None
+        if isinstance(error, httpx.TimeoutException):
+            raise TransientFetchError(
+                f"{shown}: no answer within {budget:g}s ({type(error).__name__}); check that "
+                "the server is up and reachable, or raise KUBETRAIN_HTTP_TIMEOUT"
+            ) from None
+        if isinstance(error, httpx.TransportError):
+            raise TransientFetchError(f"{shown}: {type(error).__name__}") from None
+        raise
 
 
-def fetch_http(
-    url: str,
-    destination: Path,
-    *,
-    timeout: float | None = None,
-    attempts: int | None = None,
-    backoff: float | None = None,
-) -> None:
-    """Download url to destination; retry transient failures with exponential backoff + jitter.
-
-    4xx answers (but 408/429) are final. Defaults come from KUBETRAIN_HTTP_TIMEOUT,
-    KUBETRAIN_HTTP_ATTEMPTS and KUBETRAIN_HTTP_BACKOFF.
-    """
-    env_timeout, env_attempts, env_backoff = http_settings()
-    timeout = env_timeout if timeout is None else timeout
-    attempts = max(1, env_attempts if attempts is None else attempts)
-    backoff = env_backoff if backoff is None else backoff
-    last: TransientFetchError | None = None
-    for attempt in range(attempts):
-        try:
-            _fetch_http_once(url, destination, timeout)
-            return
-        except TransientFetchError as error:
-            last = error
-            destination.unlink(missing_ok=True)
-            if attempt + 1 < attempts:
-                time.sleep(backoff * 2**attempt * random.uniform(0.5, 1.5))
-    raise DataError(
-        f"{last}; gave up after {attempts} attempt(s). Check that the server is up and "
-        f"reachable, or raise {HTTP_TIMEOUT_ENV} / {HTTP_ATTEMPTS_ENV}"
+def _too_large(shown: str, limit: int) -> str:
+    return (
+        f"{shown} is larger than KUBETRAIN_MAX_DOWNLOAD_BYTES={limit}; "
+        "raise that limit if the data really is this large"
     )
 
 
 def fetch_source(data: str, workdir: Path) -> Path:
     """A local file holding the data: the path itself, or a download of the URL into workdir."""
-    parts = urlsplit(data)
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https"):
-        target = workdir / (Path(unquote(parts.path)).name or "data.csv")
+    location = parse_location(data, what="data", error=DataError)
+    if isinstance(location, HttpUrl):
+        target = workdir / (Path(unquote(urlsplit(data).path)).name or "data.csv")
         fetch_http(data, target)
         return target
-    if scheme == "sftp":
+    if isinstance(location, SftpUrl):
         from kubetrain.store.sftp import download_file  # paramiko is only imported when needed
 
-        target = workdir / (Path(unquote(parts.path)).name or "data.csv")
+        target = workdir / (Path(location.path).name or "data.csv")
         download_file(data, target)
         return target
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise DataError(
-                f"data {data!r}: file:// URLs must be absolute (file:///abs/path.csv); "
-                "for a relative file give a plain path"
-            )
-        path = Path(unquote(parts.path))
-    elif scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
-        path = Path(data).expanduser()
-    else:
-        raise DataError(
-            f"data {data!r}: unsupported scheme {scheme!r}; use a path, file:///abs/path, "
-            "http(s)://… or sftp://user@host/path"
-        )
+    path = location.path
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check the path (cwd: {Path.cwd()})")
     if not path.is_file():
@@ -300,7 +272,8 @@ def load_dataset(
     with tempfile.TemporaryDirectory(prefix="kubetrain-data-") as tmp:
         path = fetch_source(data, workdir or Path(tmp))
         digest = sha256_file(path)
-        frame = read_csv(path, data)
+        shown = redact_url(data)
+        frame = read_csv(path, shown)
         header = _raw_header(path)
         if header is not None and len(header) == len(frame.columns):
             frame.columns = [h.strip("\ufeff") if i == 0 else h for i, h in enumerate(header)]
@@ -309,7 +282,7 @@ def load_dataset(
             target=target,
             drop_columns=drop_columns,
             folds=folds,
-            source=data,
+            source=shown,
             sha256=digest,
         )
 

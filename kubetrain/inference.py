@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubetrain.errors import UserError
+from kubetrain.locations import quote_value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,6 +41,29 @@ def features_of(manifest: Mapping[str, Any]) -> list[str]:
     return [c for c in data["columns"] if c != data["target"] and c not in dropped]
 
 
+def verified_model_path(folder: Path, manifest: Mapping[str, Any], model: str) -> Path:
+    """The file of `model` inside `folder`, if the manifest's verified `files` map covers it."""
+    from kubetrain.store import StoreError, manifest_files, validate_name
+
+    name = (
+        manifest["models"][model].get("file")
+        if isinstance(manifest["models"][model], Mapping)
+        else None
+    )
+    verified = manifest_files(manifest)
+    try:
+        safe = isinstance(name, str) and validate_name("file", name) == name and name in verified
+    except StoreError:
+        safe = False
+    path = folder / str(name)
+    if not safe or path.resolve().parent != folder.resolve() or not path.is_file():
+        raise InferenceError(
+            f"model {model!r} names file {quote_value(name)}, which is not one of the version's "
+            "verified files; the manifest was altered: republish the version"
+        )
+    return path
+
+
 def load_version(source: str, experiment: str, version: str | None, workdir: Path) -> LoadedVersion:
     """Fetch a version (LATEST when version is None), verify every sha256, then load the models."""
     import joblib
@@ -49,9 +73,9 @@ def load_version(source: str, experiment: str, version: str | None, workdir: Pat
     with open_store(source) as store:
         local = store.fetch(experiment, version, workdir, verify=True)
     manifest = json.loads((local / MANIFEST).read_text())  # fetch left the manifest it verified
-    # Only files whose checksum matched the manifest reach joblib.load: it executes code.
+    # Only files that fetch downloaded into `local` and verified reach joblib.load: it runs code.
     models = {
-        name: joblib.load(local / entry["file"]) for name, entry in manifest["models"].items()
+        name: joblib.load(verified_model_path(local, manifest, name)) for name in manifest["models"]
     }
     return LoadedVersion(
         version=local.name,

@@ -1,4 +1,4 @@
-"""Serialize trained models, checksum them and build the manifest (DESIGN.md §3)."""
+"""Serialize trained models, checksum them and build the manifest (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubetrain.settings import get_settings
 from kubetrain.store import MANIFEST, sha256_file
 from kubetrain.training.engine import ModelResult
 
 METADATA = "metadata.json"
 CV_RESULTS = "cv_results.csv"
 CV_COLUMNS = ("model", "fold", "metric", "score")
-IMAGE_ENV = "KUBETRAIN_IMAGE"
 
 
 def model_file(model: str) -> str:
@@ -71,8 +71,6 @@ def write_cv_results(results: Mapping[str, ModelResult], directory: Path) -> Pat
 
 def environment() -> dict[str, Any]:
     """Versions of everything that decides what a model file means."""
-    import os
-
     import joblib
     import numpy
     import pandas
@@ -86,7 +84,7 @@ def environment() -> dict[str, Any]:
         "pandas": pandas.__version__,
         "joblib": joblib.__version__,
         "prefect": prefect.__version__,
-        "image": os.environ.get(IMAGE_ENV),
+        "image": get_settings().image,
     }
 
 
@@ -105,7 +103,7 @@ def build_manifest(
     files: Mapping[str, Path],
     created: datetime | None = None,
 ) -> dict[str, Any]:
-    """manifest.json: every field DESIGN.md §3 lists plus the `files` map the store verifies."""
+    """manifest.json: the fields docs/design.md §3 lists, with the `files` map the store checks."""
     file_entries = {name: file_entry(path) for name, path in sorted(files.items())}
     models = {}
     for name, result in results.items():

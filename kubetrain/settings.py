@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubetrain.errors import UserError
@@ -40,18 +40,41 @@ class Settings(BaseSettings):
     http_timeout: float = Field(
         30.0, gt=0, description="Seconds one HTTP download attempt may take."
     )
-    http_attempts: int = Field(4, ge=1, le=20, description="Attempts for transient HTTP failures.")
-    http_backoff: float = Field(
-        1.0, ge=0, description="First retry delay in seconds (doubles per attempt, with jitter)."
+    http_authorization: SecretStr | None = Field(
+        None, description="Authorization header for HTTP data downloads, e.g. 'Bearer <token>'."
+    )
+    max_download_bytes: int = Field(
+        4 << 30, gt=0, description="Largest data file downloaded over HTTP or SFTP (bytes)."
     )
     train_workers: int | None = Field(
         None,
         ge=1,
         description="Worker processes for fits (default: the CPUs this process may use).",
     )
+    project_dir: Path | None = Field(
+        None, description="Folder holding flows/ for the kubetrain command (default: found)."
+    )
     image: str | None = Field(
         None, description="The container image a run executes in, recorded in the manifest."
     )
+
+    @field_validator(
+        "ssh_key", "ssh_key_passphrase_file", "known_hosts", "project_dir", mode="before"
+    )
+    @classmethod
+    def _a_path_not_a_secret(cls, value: object) -> object:
+        # Key text pasted into a path variable must never be echoed: refuse it without the value.
+        if isinstance(value, str) and looks_like_secret_text(value):
+            raise ValueError(
+                "holds what looks like private key text, not a file path; put key text in "
+                "KUBETRAIN_SSH_KEY_DATA (or a Prefect Secret block) and paths here"
+            )
+        return value
+
+
+def looks_like_secret_text(value: str) -> bool:
+    """True for values that are key material rather than a path (PEM armour, newlines, size)."""
+    return "PRIVATE KEY" in value or "\n" in value or "\\n" in value or len(value) > 4096
 
 
 class SettingsError(UserError):

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from kubetrain.errors import KubetrainError, TransientError, UserError
+from kubetrain.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -86,18 +87,18 @@ class KeySource:
     @classmethod
     def from_env(cls) -> KeySource:
         """A KeySource from the KUBETRAIN_SSH_KEY* environment variables (those that are set)."""
-        env = os.environ
+        settings = get_settings()
         return cls(
-            path=Path(env[ENV_KEY_PATH]).expanduser() if env.get(ENV_KEY_PATH) else None,
-            env_var=ENV_KEY_DATA if env.get(ENV_KEY_DATA) else None,
-            secret_block=env.get(ENV_KEY_SECRET_BLOCK) or None,
-            passphrase_env=ENV_PASSPHRASE if env.get(ENV_PASSPHRASE) else None,
+            path=settings.ssh_key.expanduser() if settings.ssh_key else None,
+            env_var=ENV_KEY_DATA if settings.ssh_key_data else None,
+            secret_block=settings.ssh_key_secret_block or None,
+            passphrase_env=ENV_PASSPHRASE if settings.ssh_key_passphrase else None,
             passphrase_file=(
-                Path(env[ENV_PASSPHRASE_FILE]).expanduser()
-                if env.get(ENV_PASSPHRASE_FILE)
+                settings.ssh_key_passphrase_file.expanduser()
+                if settings.ssh_key_passphrase_file
                 else None
             ),
-            passphrase_secret_block=env.get(ENV_PASSPHRASE_SECRET_BLOCK) or None,
+            passphrase_secret_block=settings.ssh_key_passphrase_secret_block or None,
         )
 
     def describe(self) -> str:
@@ -260,8 +261,7 @@ def _parse_private_key(
 
 def known_hosts_from_env() -> Path:
     """The known_hosts path: $KUBETRAIN_KNOWN_HOSTS, else ~/.ssh/known_hosts."""
-    value = os.environ.get(ENV_KNOWN_HOSTS)
-    return Path(value).expanduser() if value else Path("~/.ssh/known_hosts").expanduser()
+    return get_settings().known_hosts.expanduser()
 
 
 @dataclass(frozen=True)
@@ -506,22 +506,3 @@ def run_command(
 
 def _first_words(command: str, limit: int = 60) -> str:
     return command if len(command) <= limit else command[:limit] + "…"
-
-
-def is_transient(error: BaseException | None) -> bool:
-    """True for failures worth retrying later (connection refused/reset/timeout)."""
-    return isinstance(error, SshTransientError)
-
-
-def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry a task only when it failed on a transient SSH error.
-
-    Host-key, authentication, permission, disk-full and validation errors fail at once.
-    """
-    error = getattr(state, "data", None)
-    if not isinstance(error, BaseException):
-        try:
-            error = state.result(raise_on_failure=False)
-        except Exception:
-            return False
-    return is_transient(error if isinstance(error, BaseException) else None)

@@ -13,9 +13,10 @@ from kubetrain.inference import LoadedVersion, load_version
 from kubetrain.manifest import write_version_files
 from kubetrain.store import StoreError, open_store, validate_name
 from kubetrain.training.engine import ModelResult
+from tasks.retries import IO_RETRIES
 
 
-@task(name="check-destination", cache_policy=NO_CACHE)
+@task(name="check-destination", cache_policy=NO_CACHE, **IO_RETRIES)
 def check_destination(destination: str, experiment: str, version: str) -> None:
     """Fail before training when the destination cannot be written (probe file, then removed)."""
     validate_name("experiment", experiment)
@@ -40,9 +41,9 @@ def serialize(results: Mapping[str, ModelResult], directory: Path) -> dict[str, 
     return write_version_files(results, directory)
 
 
-# No task-level retries: the SFTP backend retries transient I/O itself, and a repeated publish
-# of a permanent failure (permissions, disk full) would only delay the error.
-@task(name="publish", cache_policy=NO_CACHE)
+# The SFTP backend also retries single operations; a task retry after that resumes the version
+# (files already verified are skipped). Permanent failures are UserErrors and are not retried.
+@task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
 def publish(
     destination: str,
     experiment: str,
@@ -55,7 +56,7 @@ def publish(
         return store.publish(experiment, version, files, manifest).location
 
 
-@task(name="load-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 8])
+@task(name="load-version", cache_policy=NO_CACHE, **IO_RETRIES)
 def fetch_version(
     source: str, experiment: str, version: str | None, workdir: Path
 ) -> LoadedVersion:

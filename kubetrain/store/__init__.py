@@ -7,10 +7,7 @@ backend from a destination URL.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
-
+from kubetrain.locations import LocalPath, parse_location
 from kubetrain.store.local import LocalBackend
 from kubetrain.store.protocol import (
     DEFAULT_VERIFY_LIMIT_BYTES,
@@ -53,23 +50,9 @@ def open_store(
     destination: str, verify_limit_bytes: int = DEFAULT_VERIFY_LIMIT_BYTES
 ) -> ArtifactStore:
     """An ArtifactStore for a destination URL: a plain path, file:///abs/path or sftp://…"""
-    parts = urlsplit(destination)
-    if parts.scheme in ("", "file") or (len(parts.scheme) == 1 and os.name == "nt"):
-        if parts.scheme == "file":
-            if parts.netloc not in ("", "localhost"):
-                raise StoreError(
-                    f"destination {destination!r}: file:// URLs must be absolute "
-                    "(file:///abs/path); for a relative folder give a plain path"
-                )
-            root = Path(unquote(parts.path))
-        else:
-            root = Path(destination)
-        return ArtifactStore(LocalBackend(root.expanduser().resolve()), verify_limit_bytes)
-    if parts.scheme == "sftp":
-        from kubetrain.store.sftp import open_sftp_backend  # paramiko is only imported when needed
+    location = parse_location(destination, what="destination", allow_http=False, error=StoreError)
+    if isinstance(location, LocalPath):
+        return ArtifactStore(LocalBackend(location.path.resolve()), verify_limit_bytes)
+    from kubetrain.store.sftp import open_sftp_backend  # paramiko is only imported when needed
 
-        return ArtifactStore(open_sftp_backend(destination), verify_limit_bytes)
-    raise StoreError(
-        f"destination {destination!r}: unsupported scheme {parts.scheme!r}; "
-        "use a path, file:///abs/path or sftp://user@host[:port]/path"
-    )
+    return ArtifactStore(open_sftp_backend(destination), verify_limit_bytes)

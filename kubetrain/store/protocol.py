@@ -3,7 +3,7 @@
 The publishing protocol lives here once, written against a few filesystem primitives
 (`Backend`); `LocalBackend` implements them on the local disk, `SftpBackend` over SFTP.
 
-Layout of a version (DESIGN.md §3):  <root>/<experiment>/<version>/{files..., manifest.json}
+Layout of a version (docs/design.md §3):  <root>/<experiment>/<version>/{files..., manifest.json}
 and <root>/<experiment>/LATEST naming the newest complete version. Every file is written as
 `<name>.part` and renamed into place; manifest.json is written last and is the commit marker.
 """

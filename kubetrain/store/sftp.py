@@ -24,15 +24,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import paramiko
 
 from kubetrain.errors import TransientError
+from kubetrain.locations import SftpUrl
+from kubetrain.locations import parse_sftp_url as parse_location_sftp
 from kubetrain.ssh import (
     KeySource,
     SshEndpoint,
@@ -57,55 +57,13 @@ IO_TIMEOUT_SECONDS = 60.0
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class SftpUrl:
-    """A parsed sftp://user@host[:port]/path (path absolute; /~/x is relative to the home)."""
-
-    user: str
-    host: str
-    port: int
-    path: str
-
-    @property
-    def display(self) -> str:
-        """The URL in canonical form (never with a password: those are refused)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"sftp://{self.user}@{host}:{self.port}{self.path}"
-
-
 class SftpTransferError(TransientError):
     """A transfer kept failing on transient errors; running again later resumes the version."""
 
 
 def parse_sftp_url(url: str, what: str = "destination") -> SftpUrl:
-    """Parse and check an sftp:// URL; the error names what is wrong and the expected form."""
-    form = "sftp://user@host[:port]/path (e.g. sftp://models@store.example:2222/srv/models)"
-    parts = urlsplit(url)
-    if parts.scheme != "sftp":
-        raise StoreError(f"{what} {url!r} is not an sftp:// URL; expected {form}")
-    if parts.password is not None:
-        raise StoreError(
-            f"{what}: passwords in sftp:// URLs are refused (they end up in logs and Prefect "
-            "parameters); remove it and use a key: set KUBETRAIN_SSH_KEY"
-        )
-    if not parts.username:
-        raise StoreError(f"{what} {url!r} names no user; expected {form}")
-    if not parts.hostname:
-        raise StoreError(f"{what} {url!r} names no host; expected {form}")
-    try:
-        port = 22 if parts.port is None else parts.port
-    except ValueError:
-        port = 0
-    if not 0 < port < 65536:
-        raise StoreError(f"{what} {url!r} has an invalid port; expected {form}")
-    if parts.query or parts.fragment:
-        raise StoreError(f"{what} {url!r} must not have a query or fragment; expected {form}")
-    path = unquote(parts.path)
-    if path in ("", "/"):
-        raise StoreError(f"{what} {url!r} names no directory on the server; expected {form}")
-    if any(ord(c) < 32 for c in path) or ".." in path.split("/"):
-        raise StoreError(f"{what} {url!r}: the path must not contain '..' or control characters")
-    return SftpUrl(unquote(parts.username), parts.hostname, port, posixpath.normpath(path))
+    """Parse and check an sftp:// URL (kubetrain.locations); problems raise StoreError."""
+    return parse_location_sftp(url, what, error=StoreError)
 
 
 def _raised_by_server_status(error: BaseException) -> bool:

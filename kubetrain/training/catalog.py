@@ -1,6 +1,6 @@
 """The model catalog: name → estimator factory with documented defaults, and override checks.
 
-`lda` and `nn` are the original procedure's two models under its names (DESIGN.md §1), so their
+`lda` and `nn` are the original procedure's two models under its names (docs/design.md §1), so their
 files are `clf_lda.joblib` / `clf_nn.joblib` and metadata keys `train_accuracy_lda` / `_nn`.
 """
 

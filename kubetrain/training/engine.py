@@ -10,16 +10,15 @@ the original procedure one fit after another.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from kubetrain.settings import get_settings
 from kubetrain.training.catalog import CATALOG, build_estimator, estimator_params, fit_and_score
 
-WORKERS_ENV = "KUBETRAIN_TRAIN_WORKERS"
 # metadata.json (the original's contract) needs mean CV accuracy, so it is always scored.
 REQUIRED_METRIC = "accuracy"
 
@@ -81,9 +80,9 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 def default_workers() -> int:
     """Worker processes: KUBETRAIN_TRAIN_WORKERS, else the CPUs this process may use."""
-    raw = os.environ.get(WORKERS_ENV)
-    if raw:
-        return max(1, int(raw))
+    configured = get_settings().train_workers
+    if configured:
+        return configured
     from joblib import cpu_count
 
     # loky's count honours CPU affinity and the cgroup CPU quota (a Kubernetes limit).

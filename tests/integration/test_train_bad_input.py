@@ -64,17 +64,15 @@ def test_http_server_that_never_answers(
     prefect_server, destination: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBETRAIN_HTTP_TIMEOUT", "0.5")
-    monkeypatch.setenv("KUBETRAIN_HTTP_ATTEMPTS", "2")
-    monkeypatch.setenv("KUBETRAIN_HTTP_BACKOFF", "0.05")
     started = time.monotonic()
     with StallingServer() as server:
         _run_expecting(
             destination,
-            r"no answer within 0\.5s.*gave up after 2 attempt\(s\).*KUBETRAIN_HTTP_TIMEOUT",
+            r"no answer within 0\.5s.*KUBETRAIN_HTTP_TIMEOUT",
             data=server.url(),
         )
-    assert len(server.accepted) == 2
-    assert time.monotonic() - started < 60
+    assert len(server.accepted) == 4  # the first attempt and the load-data task's 3 retries
+    assert time.monotonic() - started < 90
 
 
 def test_empty_file(prefect_server, tmp_path: Path, destination: Path) -> None:

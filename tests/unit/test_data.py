@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kubetrain.data import DataError, Dataset, fetch_http, fetch_source, load_dataset
+from kubetrain.data import (
+    DataError,
+    Dataset,
+    TransientFetchError,
+    fetch_http,
+    fetch_source,
+    load_dataset,
+)
 from tests.train_helpers import (
     LocalHttpServer,
     StallingServer,
@@ -49,40 +56,37 @@ def test_http_source_is_downloaded(csv_path: Path) -> None:
     assert dataset.source == server.url("/train.csv")
 
 
-def test_http_5xx_is_retried_then_succeeds(tmp_path: Path) -> None:
-    with LocalHttpServer({"/d.csv": b"a,b\n1,2\n"}, fail_first=2, fail_status=503) as server:
-        fetch_http(server.url("/d.csv"), tmp_path / "d.csv", timeout=5, attempts=3, backoff=0.01)
-    assert len(server.requests) == 3
-    assert (tmp_path / "d.csv").read_bytes() == b"a,b\n1,2\n"
+def test_http_5xx_is_transient_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    with (
+        LocalHttpServer({"/d.csv": b"a,b\n1,2\n"}, fail_first=1, fail_status=503) as server,
+        pytest.raises(TransientFetchError, match="HTTP 503"),
+    ):
+        fetch_http(server.url("/d.csv"), tmp_path / "d.csv", timeout=5)
+    assert len(server.requests) == 1  # one attempt: retries belong to the load-data task
+    assert not (tmp_path / "d.csv").exists()
 
 
-def test_http_404_is_not_retried(tmp_path: Path) -> None:
+def test_http_404_is_a_user_error(tmp_path: Path) -> None:
     with LocalHttpServer({}) as server, pytest.raises(DataError, match=r"HTTP 404.*not retried"):
-        fetch_http(server.url("/missing.csv"), tmp_path / "x", timeout=5, attempts=4, backoff=0.01)
+        fetch_http(server.url("/missing.csv"), tmp_path / "x", timeout=5)
     assert len(server.requests) == 1
     assert not (tmp_path / "x").exists()
 
 
-def test_stalled_server_times_out_after_bounded_attempts(tmp_path: Path) -> None:
+def test_stalled_server_times_out(tmp_path: Path) -> None:
     started = time.monotonic()
-    with StallingServer() as server, pytest.raises(DataError) as caught:
-        fetch_http(server.url(), tmp_path / "x", timeout=0.3, attempts=2, backoff=0.01)
-    message = str(caught.value)
-    assert "no answer within 0.3s" in message
-    assert "gave up after 2 attempt(s)" in message
-    assert len(server.accepted) == 2
-    assert time.monotonic() - started < 10  # bounded: two 0.3 s timeouts, not a hang
+    with StallingServer() as server, pytest.raises(TransientFetchError) as caught:
+        fetch_http(server.url(), tmp_path / "x", timeout=0.3)
+    assert "no answer within 0.3s" in str(caught.value)
+    assert len(server.accepted) == 1
+    assert time.monotonic() - started < 10  # bounded: one 0.3 s timeout, not a hang
 
 
-def test_http_settings_come_from_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_http_timeout_comes_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBETRAIN_HTTP_TIMEOUT", "0.2")
-    monkeypatch.setenv("KUBETRAIN_HTTP_ATTEMPTS", "3")
-    monkeypatch.setenv("KUBETRAIN_HTTP_BACKOFF", "0.01")
-    with StallingServer() as server, pytest.raises(DataError, match="gave up after 3 attempt"):
+    with StallingServer() as server, pytest.raises(TransientFetchError, match=r"within 0\.2s"):
         fetch_http(server.url(), tmp_path / "x")
-    assert len(server.accepted) == 3
+    assert len(server.accepted) == 1
 
 
 def test_unsupported_scheme_and_relative_file_url(tmp_path: Path) -> None:

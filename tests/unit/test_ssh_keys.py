@@ -11,17 +11,19 @@ import paramiko
 import pytest
 
 from kubetrain import ssh
+from kubetrain.data import DataError, TransientFetchError
+from kubetrain.errors import TransientError, UserError
 from kubetrain.ssh import (
     KeySource,
     SshAuthenticationError,
     SshEndpoint,
     SshTransientError,
     backoff_delay,
-    retry_on_transient,
 )
-from kubetrain.store import StoreError, open_store
+from kubetrain.store import IntegrityError, StoreError, open_store
 from kubetrain.store import sftp as sftp_module
 from kubetrain.store.sftp import SftpBackend, SftpTransferError, SftpUrl, parse_sftp_url
+from tasks.retries import retry_transient
 from tests.sshd import generate_key
 
 PASSPHRASE = "s3cret passphrase"
@@ -244,8 +246,9 @@ def test_transient_errors_retried_then_reported_as_transient(
         _offline_backend()._run("upload", "exp/v/a.part", dropped)
     assert len(calls) == 3
     assert len(sleeps) == 2
-    assert isinstance(caught.value, StoreError)
-    assert isinstance(caught.value, SshTransientError)
+    # Worth a task-level retry (the task resumes the version), and not mistaken for a user error.
+    assert isinstance(caught.value, TransientError)
+    assert not isinstance(caught.value, UserError)
     assert caplog.text.count("reconnecting") == 2
 
 
@@ -292,8 +295,29 @@ def test_retry_condition_for_prefect_tasks() -> None:
         def __init__(self, data: object) -> None:
             self.data = data
 
-    assert retry_on_transient(None, None, State(SshTransientError("reset")))
-    assert retry_on_transient(None, None, State(SftpTransferError("gave up")))
-    assert not retry_on_transient(None, None, State(ssh.HostKeyError("changed")))
-    assert not retry_on_transient(None, None, State(SshAuthenticationError("refused")))
-    assert not retry_on_transient(None, None, State(StoreError("disk full")))
+    assert retry_transient(None, None, State(SshTransientError("reset")))
+    assert retry_transient(None, None, State(SftpTransferError("gave up")))
+    assert not retry_transient(None, None, State(ssh.HostKeyError("changed")))
+    assert not retry_transient(None, None, State(SshAuthenticationError("refused")))
+    assert not retry_transient(None, None, State(StoreError("disk full")))
+    assert not retry_transient(None, None, State(IntegrityError("sha256 differs")))
+    assert retry_transient(None, None, State(TransientFetchError("HTTP 503")))
+    assert not retry_transient(None, None, State(DataError("HTTP 404")))
+    assert not retry_transient(None, None, State(ValueError("a bug")))
+
+
+def test_key_text_in_the_path_variable_is_refused_without_echo(
+    keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key pasted into KUBETRAIN_SSH_KEY (a path variable) must never reach a message."""
+    text = keys["ed25519"].read_text()
+    body_lines = [line for line in text.splitlines() if line and not line.startswith("-----")]
+    monkeypatch.setenv(ssh.ENV_KEY_PATH, text)
+    with pytest.raises(UserError) as caught:
+        KeySource.from_env().load()
+    assert caught.value.__cause__ is None  # no chained exception carries the value either
+    message = str(caught.value)
+    assert "looks like private key text" in message
+    assert ssh.ENV_KEY_DATA in message  # says where key text belongs
+    assert not any(line in message for line in body_lines)
+    assert "PRIVATE KEY" not in message
