@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,6 @@ from urllib.parse import unquote, urlsplit
 from kubetrain.errors import TransientError, UserError
 from kubetrain.locations import HttpUrl, SftpUrl, parse_location, quote_value, redact_url
 from kubetrain.settings import get_settings
-from kubetrain.store import sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -174,21 +174,25 @@ def validate_frame(
 
     columns = [str(c) for c in frame.columns]
     # pandas renames a repeated header "a" to "a.1"; read the raw header to catch it.
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    name_counts = Counter(columns)
+    duplicates = sorted(c for c, n in name_counts.items() if n > 1)
     if duplicates:
-        raise DataError(f"data {source}: duplicate column name(s) {duplicates}; rename them")
-    if target not in columns:
         raise DataError(
-            f"data {source}: target column {target!r} not found; columns are {columns[:20]}"
-            f"{' …' if len(columns) > 20 else ''}. Set target to one of them"
+            f"data {source}: duplicate column name(s) {_quote_list(duplicates)}; rename them"
         )
-    missing_drop = [c for c in drop_columns if c not in columns]
+    if target not in name_counts:
+        raise DataError(
+            f"data {source}: target column {quote_value(target)} not found; columns are "
+            f"{_quote_list(columns)}. Set target to one of them"
+        )
+    missing_drop = [c for c in drop_columns if c not in name_counts]
     if missing_drop:
         raise DataError(
-            f"data {source}: drop_columns {missing_drop} not found; columns are {columns[:20]}"
+            f"data {source}: drop_columns {_quote_list(missing_drop)} not found; columns are "
+            f"{_quote_list(columns)}"
         )
     if target in drop_columns:
-        raise DataError(f"data {source}: the target {target!r} is also in drop_columns")
+        raise DataError(f"data {source}: the target {quote_value(target)} is also in drop_columns")
     if len(frame) == 0:
         raise DataError(f"data {source} has a header but no rows; add data rows")
     features = [c for c in columns if c != target and c not in drop_columns]
@@ -206,10 +210,10 @@ def validate_frame(
         if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             coerced = pd.to_numeric(series, errors="coerce")
             bad = series[coerced.isna() & series.notna()]
-            example = repr(bad.iloc[0]) if len(bad) else repr(series.iloc[0])
+            example = _label(bad.iloc[0] if len(bad) else series.iloc[0])
             raise DataError(
-                f"data {source}: feature column {column!r} is not numeric (e.g. {example}); "
-                "encode it as numbers or add it to drop_columns"
+                f"data {source}: feature column {quote_value(column)} is not numeric "
+                f"(e.g. {example}); encode it as numbers or add it to drop_columns"
             )
     X = frame[features].to_numpy(dtype=np.float64)
     if not np.isfinite(X).all():
@@ -255,7 +259,7 @@ def validate_frame(
 def _label(value: Any) -> str:
     """A class label as the user wrote it (numpy scalars shown as plain Python values)."""
     plain = value.item() if hasattr(value, "item") else value
-    return repr(plain)
+    return quote_value(plain) if isinstance(plain, str) else quote_value(plain)[:60]
 
 
 def _raw_header(path: Path) -> list[str] | None:
@@ -265,14 +269,127 @@ def _raw_header(path: Path) -> list[str] | None:
         return next(csv.reader(stream), None)
 
 
+def _quote_list(values: Sequence[str], shown: int = 20) -> str:
+    """A list of names for a message: the first few, each truncated, and how many more."""
+    head = ", ".join(quote_value(v, limit=60) for v in values[:shown])
+    more = f", … {len(values) - shown} more" if len(values) > shown else ""
+    return f"[{head}{more}]"
+
+
+def memory_available() -> int | None:
+    """Bytes this process may still allocate: its cgroup's limit less usage, else MemAvailable."""
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            raw = Path(limit_file).read_text().strip()
+            used = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:  # "max" or a huge v1 value: no limit
+            return max(0, int(raw) - used)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# Parsing a numeric CSV into pandas, then the float64 matrix, takes about this many bytes of
+# memory per byte of file (text "0.1234567," -> 8 bytes twice, plus parser buffers).
+MEMORY_PER_FILE_BYTE = 3
+
+
+def preflight_csv(
+    path: Path,
+    source: str,
+    *,
+    max_columns: int,
+    max_line_bytes: int,
+    memory_limit: int | None = None,
+) -> str:
+    """Check a CSV's shape before parsing it, in one bounded pass; return its sha256.
+
+    Refuses: more than max_columns header fields, any line longer than max_line_bytes (a C-level
+    parse of a giant line cannot be interrupted), and a file whose parse would not fit in the
+    memory this process may use (memory_limit, default: the cgroup limit or MemAvailable).
+    """
+    import csv
+    import hashlib
+
+    size = path.stat().st_size
+    available = memory_available() if memory_limit is None else memory_limit
+    if available is not None and size * MEMORY_PER_FILE_BYTE > available:
+        raise DataError(
+            f"data {source} ({size / 2**20:.0f} MiB) needs about "
+            f"{size * MEMORY_PER_FILE_BYTE / 2**20:.0f} MiB of memory to load, but this process "
+            f"may use only {available / 2**20:.0f} MiB more; give it more memory (in Kubernetes "
+            "the memory_limit job variable) or train on a sample"
+        )
+    block_size = min(1 << 20, max_line_bytes)
+    digest = hashlib.sha256()
+    run = 0  # bytes since the last newline; a block is never longer than the limit
+    header: bytes | None = None
+    pending = b""
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(block_size), b""):
+            digest.update(block)
+            first = block.find(b"\n")
+            if first < 0:
+                run += len(block)
+                if header is None:
+                    pending += block
+            else:
+                run += first
+                if run > max_line_bytes:
+                    break
+                if header is None:
+                    header = pending + block[:first]
+                run = len(block) - block.rfind(b"\n") - 1
+            if run > max_line_bytes:
+                break
+    if header is None:
+        header = pending
+    if run > max_line_bytes:
+        raise DataError(
+            f"data {source} has a line longer than KUBETRAIN_MAX_LINE_BYTES={max_line_bytes}; "
+            "is it really a CSV with one row per line? Raise the limit if so"
+        )
+    fields = next(csv.reader([header.decode("utf-8", errors="replace")]), [])
+    if len(fields) > max_columns:
+        raise DataError(
+            f"data {source} has {len(fields)} columns, more than "
+            f"KUBETRAIN_MAX_COLUMNS={max_columns}; drop columns first or raise the limit"
+        )
+    return digest.hexdigest()
+
+
 def load_dataset(
-    data: str, target: str, drop_columns: Sequence[str], folds: int, workdir: Path | None = None
+    data: str,
+    target: str,
+    drop_columns: Sequence[str],
+    folds: int,
+    workdir: Path | None = None,
+    *,
+    max_columns: int | None = None,
 ) -> Dataset:
-    """Fetch (if remote), read, fingerprint and validate the training data."""
+    """Fetch (if remote), check the shape of, fingerprint, read and validate the training data."""
+    settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="kubetrain-data-") as tmp:
         path = fetch_source(data, workdir or Path(tmp))
-        digest = sha256_file(path)
         shown = redact_url(data)
+        digest = preflight_csv(
+            path,
+            shown,
+            max_columns=max_columns or settings.max_columns,
+            max_line_bytes=settings.max_line_bytes,
+        )
         frame = read_csv(path, shown)
         header = _raw_header(path)
         if header is not None and len(header) == len(frame.columns):

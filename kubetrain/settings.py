@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     max_download_bytes: int = Field(
         4 << 30, gt=0, description="Largest data file downloaded over HTTP or SFTP (bytes)."
     )
+    max_columns: int = Field(10_000, ge=2, description="Most columns a data CSV may have.")
+    max_line_bytes: int = Field(
+        64 << 20, ge=1 << 20, description="Longest line (bytes) a data CSV may have."
+    )
     train_workers: int | None = Field(
         None,
         ge=1,
