@@ -21,9 +21,12 @@ def check_destination(destination: str, experiment: str, version: str) -> None:
     """Fail before training when the destination cannot be written (probe file, then removed)."""
     validate_name("experiment", experiment)
     with open_store(destination) as store:
-        probe = f"{experiment}/.write-probe-{version}.part"
+        # Probe the experiment folder if it exists, else the root: a run that fails later must
+        # not leave an empty experiment folder behind.
+        folder = experiment if store.backend.exists(experiment) else ""
+        probe = f"{folder}/.write-probe-{version}.part".lstrip("/")
         try:
-            store.backend.makedirs(experiment)
+            store.backend.makedirs(folder)
             store.backend.write_bytes(probe, b"")
             store.backend.remove(probe)
         except StoreError:

@@ -48,6 +48,9 @@ def test_missing_file(prefect_server, tmp_path: Path, destination: Path) -> None
         r"data file .*absent\.csv does not exist; check the path",
         data=str(tmp_path / "absent.csv"),
     )
+    # The destination was probed before loading: the probe leaves no experiment folder behind.
+    assert destination.exists()
+    assert list(destination.iterdir()) == []
 
 
 def test_http_404(prefect_server, destination: Path) -> None:
@@ -175,7 +178,7 @@ def test_destination_that_cannot_be_written(prefect_server, tmp_path: Path) -> N
     blocker.write_text("a file where a folder is needed")
     with pytest.raises(
         Exception,
-        match=r"cannot create .*a-file/store/default.*choose a destination you can write to",
+        match=r"cannot create .*a-file/store.*choose a destination you can write to",
     ):
         train(data=_csv(tmp_path, _good()), models=["lda"], destination=str(blocker / "store"))
     assert blocker.read_text() == "a file where a folder is needed"
