@@ -50,26 +50,26 @@ def predict(
     from prefect.logging import get_run_logger
 
     from kubetrain.data import resolve_sample
-    from kubetrain.inference import write_predictions
+    from kubetrain.locations import redact_url
     from tasks.inference import score_data
     from tasks.store import fetch_version
 
     data = resolve_sample(data)
     with tempfile.TemporaryDirectory(prefix="kubetrain-predict-") as tmp:
         loaded = fetch_version(source, experiment, version or None, Path(tmp))
-        scores = score_data(loaded, data, Path(tmp))
-    written = write_predictions(
-        scores.predictions, Path(output) / f"{loaded.version}-predictions.csv"
-    )
+        scores = score_data(
+            loaded, data, Path(tmp), Path(output) / f"{loaded.version}-predictions.csv"
+        )
+    written = scores.output
     logger = get_run_logger()
     if scores.accuracy is not None:
         create_table_artifact(
             key="predict-accuracy",
             table=[{"model": m, "accuracy": round(a, 6)} for m, a in scores.accuracy.items()],
-            description=f"Accuracy of {experiment}/{loaded.version} on {data}",
+            description=f"Accuracy of {experiment}/{loaded.version} on {redact_url(data)}",
         )
-        logger.info("accuracy on %s: %s", data, scores.accuracy)
-    logger.info("wrote %s (%d rows)", written, len(scores.predictions))
+        logger.info("accuracy on %s: %s", redact_url(data), scores.accuracy)
+    logger.info("wrote %s (%d rows)", written, scores.rows)
     return PredictOutcome(version=loaded.version, predictions=written, accuracy=scores.accuracy)
 
 

@@ -6,7 +6,7 @@ import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,8 +155,27 @@ def read_csv(path: Path, source: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError as error:
         raise DataError(f"data {source} has no columns; expected a CSV with a header") from error
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise DataError(f"data {source} is not a readable CSV: {error}") from error
+        raise DataError(f"data {source} is not a readable CSV: {_short(error)}") from error
     return frame
+
+
+def read_csv_chunks(path: Path, source: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """A CSV's rows in chunks of chunk_rows, with parse failures named like read_csv's."""
+    import pandas as pd
+
+    if path.stat().st_size == 0:
+        raise DataError(f"data {source} is empty (0 bytes); expected a CSV with a header row")
+    try:
+        with pd.read_csv(path, chunksize=chunk_rows) as reader:
+            yield from reader
+    except pd.errors.EmptyDataError as error:
+        raise DataError(f"data {source} has no columns; expected a CSV with a header") from error
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"data {source} is not a readable CSV: {_short(error)}") from error
+
+
+def _short(error: BaseException) -> str:
+    return quote_value(str(error), limit=300).strip("'\"")
 
 
 def validate_frame(
@@ -313,6 +332,7 @@ def preflight_csv(
     max_columns: int,
     max_line_bytes: int,
     memory_limit: int | None = None,
+    check_memory: bool = True,
 ) -> str:
     """Check a CSV's shape before parsing it, in one bounded pass; return its sha256.
 
@@ -325,7 +345,7 @@ def preflight_csv(
 
     size = path.stat().st_size
     available = memory_available() if memory_limit is None else memory_limit
-    if available is not None and size * MEMORY_PER_FILE_BYTE > available:
+    if check_memory and available is not None and size * MEMORY_PER_FILE_BYTE > available:
         raise DataError(
             f"data {source} ({size / 2**20:.0f} MiB) needs about "
             f"{size * MEMORY_PER_FILE_BYTE / 2**20:.0f} MiB of memory to load, but this process "

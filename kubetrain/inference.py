@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -87,7 +88,9 @@ def load_version(source: str, experiment: str, version: str | None, workdir: Pat
     )
 
 
-def feature_matrix(frame: pd.DataFrame, features: list[str], source: str) -> np.ndarray:
+def feature_matrix(
+    frame: pd.DataFrame, features: list[str], source: str, first_row: int = 0
+) -> np.ndarray:
     """The model input from a frame: the training features, in order, numeric and finite."""
     import numpy as np
     import pandas as pd
@@ -96,61 +99,108 @@ def feature_matrix(frame: pd.DataFrame, features: list[str], source: str) -> np.
     if missing:
         raise InferenceError(
             f"data {source}: {len(missing)} feature column(s) the models were trained on are "
-            f"missing, e.g. {missing[:5]}; score a CSV with the training layout"
+            f"missing, e.g. [{', '.join(quote_value(c, 60) for c in missing[:5])}]; "
+            "score a CSV with the training layout"
         )
     selected = frame[features]
     for column in features:
         if not pd.api.types.is_numeric_dtype(selected[column]):
             raise InferenceError(
-                f"data {source}: feature column {column!r} is not numeric; "
+                f"data {source}: feature column {quote_value(column)} is not numeric; "
                 "encode it as the training data did"
             )
     X = selected.to_numpy(dtype=np.float64)
     if not np.isfinite(X).all():
         row, col = (int(i[0]) for i in np.nonzero(~np.isfinite(X)))
         raise InferenceError(
-            f"data {source}: feature column {features[col]!r} is NaN or infinite in data row "
-            f"{row + 1}; impute or drop those rows"
+            f"data {source}: feature column {quote_value(features[col])} is NaN or infinite in "
+            f"data row {first_row + row + 1}; impute or drop those rows"
         )
     return X
 
 
+PREVIEW_ROWS = 20
+DEFAULT_CHUNK_ROWS = 20_000
+
+
 @dataclass(frozen=True)
-class Scores:
-    """Predictions per model and, when the data carries the target, accuracy per model."""
+class PredictionRun:
+    """What predicting a CSV produced: the written file, its size, accuracy and a preview."""
 
-    predictions: pd.DataFrame
+    output: Path
+    rows: int
     accuracy: dict[str, float] | None
+    preview: pd.DataFrame
+    data_sha256: str
 
 
-def score(loaded: LoadedVersion, frame: pd.DataFrame, source: str) -> Scores:
-    """Predict every row with every model of the version; accuracy when labels are present."""
+def predict_csv(
+    loaded: LoadedVersion,
+    path: Path,
+    source: str,
+    output: Path,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> PredictionRun:
+    """Predict a CSV chunk by chunk, so memory stays bounded whatever the file's size.
+
+    The predictions CSV (row, the target if present, pred_<model>…) is written as a .part file
+    and renamed into place at the end; accuracy is counted as the chunks go, so it equals
+    `accuracy_score` on the whole file.
+    """
+    import numpy as np
     import pandas as pd
-    from sklearn.metrics import accuracy_score
 
+    from kubetrain.data import preflight_csv, read_csv_chunks
+    from kubetrain.settings import get_settings
     from kubetrain.training.engine import preprocess
 
-    X = preprocess(feature_matrix(frame, loaded.features, source), loaded.normalize)
-    predictions = pd.DataFrame(index=frame.index)
-    for name, model in loaded.models.items():
-        predictions[f"pred_{name}"] = model.predict(X)
-    accuracy = None
-    if loaded.target in frame.columns:
-        predictions.insert(0, loaded.target, frame[loaded.target].to_numpy())
-        labels = frame[loaded.target].to_numpy()
-        accuracy = {
-            name: float(accuracy_score(labels, predictions[f"pred_{name}"]))
-            for name in loaded.models
-        }
-    return Scores(predictions=predictions, accuracy=accuracy)
-
-
-def write_predictions(predictions: pd.DataFrame, output: Path) -> Path:
-    """Write predictions.csv atomically: a reader never sees half a file."""
+    settings = get_settings()
+    digest = preflight_csv(
+        path,
+        source,
+        max_columns=settings.max_columns,
+        max_line_bytes=settings.max_line_bytes,
+        check_memory=False,  # streamed: memory does not grow with the file
+    )
+    created = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
+    correct = dict.fromkeys(loaded.models, 0)
+    has_target: bool | None = None
+    rows = 0
+    preview: pd.DataFrame | None = None
     with tempfile.NamedTemporaryFile(
         "w", dir=output.parent, prefix=f".{output.name}.", suffix=".part", delete=False
     ) as tmp:
-        predictions.to_csv(tmp, index_label="row")
+        try:
+            for chunk in read_csv_chunks(path, source, chunk_rows):
+                X = preprocess(
+                    feature_matrix(chunk, loaded.features, source, rows), loaded.normalize
+                )
+                predictions = pd.DataFrame(index=pd.RangeIndex(rows, rows + len(chunk)))
+                for name, model in loaded.models.items():
+                    predictions[f"pred_{name}"] = model.predict(X)
+                if has_target is None:
+                    has_target = loaded.target in chunk.columns
+                if has_target:
+                    labels = chunk[loaded.target].to_numpy()
+                    predictions.insert(0, loaded.target, labels)
+                    for name in loaded.models:
+                        correct[name] += int(np.sum(labels == predictions[f"pred_{name}"]))
+                predictions.to_csv(tmp, header=rows == 0, index_label="row")
+                if preview is None or len(preview) < PREVIEW_ROWS:
+                    parts = [predictions] if preview is None else [preview, predictions]
+                    preview = pd.concat(parts).head(PREVIEW_ROWS)
+                rows += len(chunk)
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            for folder in created:  # nothing half-written: not even an empty output folder
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+    if rows == 0 or preview is None:
+        os.unlink(tmp.name)
+        raise InferenceError(f"data {source} has a header but no rows; nothing to predict")
     os.replace(tmp.name, output)
-    return output
+    accuracy = {name: correct[name] / rows for name in loaded.models} if has_target else None
+    return PredictionRun(output, rows, accuracy, preview, digest)

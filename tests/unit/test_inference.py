@@ -82,3 +82,43 @@ def test_a_verified_version_loads(tmp_path: Path) -> None:
     loaded = load_version(str(tmp_path / "store"), "exp", version, tmp_path / "fetch")
     assert set(loaded.models) == {"lda"}
     assert loaded.models["lda"].predict(np.array([[0.0, 1.0]]))[0] == 0
+
+
+def test_chunked_prediction_equals_whole_file_prediction(tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.metrics import accuracy_score
+
+    from kubetrain.inference import predict_csv
+
+    version, _ = _publish(tmp_path)
+    loaded = load_version(str(tmp_path / "store"), "exp", version, tmp_path / "fetch")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.random((101, 2)), columns=["a", "b"])
+    frame["y"] = (frame["a"] > frame["b"]).astype(int)
+    csv_path = tmp_path / "score.csv"
+    frame.to_csv(csv_path, index=False)
+    run = predict_csv(loaded, csv_path, "score.csv", tmp_path / "out" / "p.csv", chunk_rows=7)
+    written = pd.read_csv(run.output)
+    expected = loaded.models["lda"].predict(frame[["a", "b"]].to_numpy())
+    assert run.rows == 101
+    assert written["row"].tolist() == list(range(101))
+    assert written["pred_lda"].tolist() == expected.tolist()
+    assert run.accuracy == {"lda": accuracy_score(frame["y"], expected)}
+    assert len(run.preview) == 20
+    assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_a_bad_row_in_a_later_chunk_names_its_row_and_leaves_no_file(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from kubetrain.inference import predict_csv
+
+    version, _ = _publish(tmp_path)
+    loaded = load_version(str(tmp_path / "store"), "exp", version, tmp_path / "fetch")
+    frame = pd.DataFrame({"a": [0.1] * 30, "b": [0.2] * 30})
+    frame.loc[25, "a"] = float("nan")
+    csv_path = tmp_path / "score.csv"
+    frame.to_csv(csv_path, index=False)
+    with pytest.raises(InferenceError, match=r"'a' is NaN or infinite in data row 26"):
+        predict_csv(loaded, csv_path, "score.csv", tmp_path / "out" / "p.csv", chunk_rows=10)
+    assert not (tmp_path / "out").exists()
