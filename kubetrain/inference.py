@@ -163,7 +163,15 @@ def predict_csv(
         check_memory=False,  # streamed: memory does not grow with the file
     )
     created = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=output.parent, prefix=".probe-", delete=True)  # noqa: SIM115
+        probe.close()
+    except OSError as error:
+        raise InferenceError(
+            f"cannot write predictions to {quote_value(str(output.parent))}: {error.strerror}; "
+            "choose an output folder you can write to"
+        ) from None
     correct = dict.fromkeys(loaded.models, 0)
     has_target: bool | None = None
     rows = 0

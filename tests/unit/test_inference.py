@@ -122,3 +122,16 @@ def test_a_bad_row_in_a_later_chunk_names_its_row_and_leaves_no_file(tmp_path: P
     with pytest.raises(InferenceError, match=r"'a' is NaN or infinite in data row 26"):
         predict_csv(loaded, csv_path, "score.csv", tmp_path / "out" / "p.csv", chunk_rows=10)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    from kubetrain.inference import predict_csv
+
+    version, _ = _publish(tmp_path)
+    loaded = load_version(str(tmp_path / "store"), "exp", version, tmp_path / "fetch")
+    csv_path = tmp_path / "score.csv"
+    csv_path.write_text("a,b\n0.1,0.2\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(InferenceError, match=r"cannot write predictions to .*a-file/out.*choose"):
+        predict_csv(loaded, csv_path, "score.csv", blocker / "out" / "p.csv")
