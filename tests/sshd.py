@@ -8,6 +8,7 @@ Needs root (it creates the user and runs sshd) and the openssh-server package.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import shutil
@@ -47,8 +48,19 @@ def _run_with_lock_retry(command: list[str], done: Callable[[], bool]) -> None:
     raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
 
 
+ACCOUNTS_LOCK = Path("/run/kubetrain-test-accounts.lock")
+
+
 def ensure_user(user: str) -> pwd.struct_passwd:
     """Create a login user with a home if missing, unlocked for key logins under UsePAM no."""
+    # One account change at a time across every test session on the machine: useradd and
+    # usermod rewrite /etc/passwd and /etc/shadow, and concurrent sessions raced on them.
+    with ACCOUNTS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_user_locked(user)
+
+
+def _ensure_user_locked(user: str) -> pwd.struct_passwd:
 
     def exists() -> bool:
         try:
