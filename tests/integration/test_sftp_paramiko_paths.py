@@ -69,7 +69,7 @@ def test_gate_follows_the_installed_paramiko_version() -> None:
     assert not supported(f"{high[0]}.{high[1]}.0")
     assert not supported(f"{low[0] - 1}.99.9")
     assert not supported("not a version")
-    assert sftp_module.USE_PARAMIKO_INTERNALS == supported(paramiko.__version__)
+    assert supported(paramiko.__version__) == sftp_module.USE_PARAMIKO_INTERNALS
 
 
 @pytest.fixture
