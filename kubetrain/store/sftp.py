@@ -54,6 +54,7 @@ from kubetrain.ssh import (
     known_hosts_from_env,
 )
 from kubetrain.store import ProgressCallback, StoreError
+from kubetrain.store.protocol import EntryKind
 
 logger = logging.getLogger(__name__)
 
@@ -428,8 +429,9 @@ class SftpBackend:
 
     # -- Backend ------------------------------------------------------------------------------
 
-    def makedirs(self, path: str) -> None:
+    def makedirs(self, path: str) -> list[str]:
         """Create path (and the root) as needed; concurrent creators are fine."""
+        created: list[str] = []
 
         def make(sftp: paramiko.SFTPClient) -> None:
             missing: list[str] = []
@@ -454,8 +456,37 @@ class SftpBackend:
                         sftp, directory
                     ):
                         raise
+                    continue
+                if directory.startswith(self.root.rstrip("/") + "/"):
+                    created.append(posixpath.relpath(directory, self.root))
 
         self._run("create directory", path, make)
+        return created
+
+    def rmdir(self, path: str) -> None:
+        """Remove path if it is an empty directory (the server refuses a non-empty one)."""
+
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            with contextlib.suppress(OSError):
+                sftp.rmdir(self._full(path))
+
+        self._run("remove directory", path, remove)
+
+    def kind(self, path: str) -> EntryKind | None:
+        """What path is on the server, by lstat (a symlink is reported, never followed)."""
+
+        def look(sftp: paramiko.SFTPClient) -> EntryKind | None:
+            try:
+                mode = sftp.lstat(self._full(path)).st_mode or 0
+            except FileNotFoundError:
+                return None
+            if stat.S_ISLNK(mode):
+                return "symlink"
+            if stat.S_ISDIR(mode):
+                return "dir"
+            return "file" if stat.S_ISREG(mode) else "other"
+
+        return self._run("stat", path, look)
 
     @staticmethod
     def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
@@ -545,10 +576,15 @@ class SftpBackend:
                 done += len(block)
                 tracker.update(done)
 
-    def read_bytes(self, path: str) -> bytes:
-        """The whole content of a (small) file."""
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        """The whole content of a small file; StoreError when it is over limit bytes."""
 
         def read(sftp: paramiko.SFTPClient) -> bytes:
+            size = sftp.stat(self._full(path)).st_size or 0
+            if size > limit:
+                raise StoreError(
+                    f"{self._where(path)} is larger than the {limit} bytes allowed for it"
+                )
             chunks: list[bytes] = []
             self._read_stream(sftp, self._full(path), chunks.append, path, None, "read")
             return b"".join(chunks)

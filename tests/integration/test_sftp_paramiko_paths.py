@@ -59,7 +59,9 @@ def test_upload_and_download_move_the_same_bytes(
             backend.download(source.name, back, None)
             assert _sha256(back) == _sha256(source)
             assert backend.sha256(source.name) == _sha256(source)
-        assert backend.read_bytes(payload.name) == payload.read_bytes()
+        assert backend.read_bytes(payload.name, payload.stat().st_size) == payload.read_bytes()
+        with pytest.raises(StoreError, match="larger than"):
+            backend.read_bytes(payload.name, payload.stat().st_size - 1)
 
 
 def test_gate_follows_the_installed_paramiko_version() -> None:
