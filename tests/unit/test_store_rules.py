@@ -289,3 +289,87 @@ def test_write_probe_reports_an_unwritable_destination(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot create"):
         _store(blocker / "store").check_writable("exp", V1)
+
+
+# -- issue #17: tests that catch the bugs they name --------------------------------------------
+
+
+def test_corrupted_upload_is_caught_by_the_read_back_and_never_renamed(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+
+    class FlipsAByte(Recording):
+        def upload(self, source: Path, path: str, progress: Any) -> None:
+            super().upload(source, path, progress)
+            target = self.root / path
+            data = bytearray(target.read_bytes())
+            data[0] ^= 0x01
+            target.write_bytes(bytes(data))
+
+    backend = FlipsAByte(root)
+    with pytest.raises(IntegrityError, match="sha256 read back differs"):
+        _publish(_store(root, backend), tmp_path, V1)
+    assert not [c for c in backend.calls if c[0] == "replace"]
+    assert not (root / "exp" / V1 / "clf_lda.joblib").exists()
+    assert not list(root.rglob("*.part"))
+
+
+def test_stale_part_files_of_other_names_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    version_dir = root / "exp" / V1
+    version_dir.mkdir(parents=True)
+    (version_dir / "clf_nn.joblib.part").write_bytes(b"from a crashed run with other models")
+    _publish(_store(root), tmp_path, V1)
+    assert sorted(os.listdir(version_dir)) == ["clf_lda.joblib", "manifest.json", "metadata.json"]
+
+
+def test_final_names_appear_only_through_a_rename_and_manifest_after_files(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    backend = Recording(root)
+    _publish(_store(root, backend), tmp_path, V1)
+    finals = {f"exp/{V1}/clf_lda.joblib", f"exp/{V1}/metadata.json", f"exp/{V1}/manifest.json"}
+    finals.add("exp/LATEST")
+    written = [c[1] for c in backend.calls if c[0] in ("upload", "write")]
+    assert all(path.endswith(".part") for path in written), written
+    assert not finals & set(written)
+    renamed = [c[2] for c in backend.calls if c[0] == "replace"]
+    assert set(renamed) == finals
+    # Model files first, then the manifest (the commit marker), then LATEST.
+    assert renamed[-2:] == [f"exp/{V1}/manifest.json", "exp/LATEST"]
+
+
+def test_publish_next_to_a_newer_version_without_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    (root / "exp" / V2).mkdir(parents=True)
+    (root / "exp" / V2 / "clf_lda.joblib").write_bytes(b"half")
+    store = _store(root)
+    _publish(store, tmp_path, V1)
+    assert store.latest("exp") == V1
+    assert (root / "exp" / "LATEST").read_text() == f"{V1}\n"
+
+
+def test_latest_naming_a_version_without_manifest_reads_as_none(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = _store(root)
+    _publish(store, tmp_path, V1)
+    (root / "exp" / V1 / "manifest.json").unlink()
+    assert store.latest("exp") is None
+    with pytest.raises(VersionNotFoundError, match="has no complete version"):
+        store.fetch("exp", None, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "manifest.json"])
+def test_fetch_refuses_manifest_file_names_outside_the_version(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "store"
+    store = _store(root)
+    _publish(store, tmp_path, V1)
+    manifest = root / "exp" / V1 / "manifest.json"
+    content = json.loads(manifest.read_text())
+    content["files"][name] = {"sha256": "0" * 64}
+    manifest.write_text(json.dumps(content))
+    out = tmp_path / "out" / "inner"
+    with pytest.raises(StoreError, match=r"invalid file name|reserved name"):
+        store.fetch("exp", V1, out)
+    assert not (out / V1).exists()  # refused before anything was written
+    assert not (out / "x").exists()
