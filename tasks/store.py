@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from kubetrain.inference import LoadedVersion, load_version
 from kubetrain.manifest import write_version_files
-from kubetrain.store import StoreError, open_store, validate_name
+from kubetrain.store import open_store
 from kubetrain.training.engine import ModelResult
 from tasks.retries import IO_RETRIES
 
@@ -19,23 +19,8 @@ from tasks.retries import IO_RETRIES
 @task(name="check-destination", cache_policy=NO_CACHE, **IO_RETRIES)
 def check_destination(destination: str, experiment: str, version: str) -> None:
     """Fail before training when the destination cannot be written (probe file, then removed)."""
-    validate_name("experiment", experiment)
     with open_store(destination) as store:
-        # Probe the experiment folder if it exists, else the root: a run that fails later must
-        # not leave an empty experiment folder behind.
-        folder = experiment if store.backend.exists(experiment) else ""
-        probe = f"{folder}/.write-probe-{version}.part".lstrip("/")
-        try:
-            store.backend.makedirs(folder)
-            store.backend.write_bytes(probe, b"")
-            store.backend.remove(probe)
-        except StoreError:
-            raise
-        except OSError as error:
-            raise StoreError(
-                f"destination {destination!r} cannot be written: {error}; "
-                "choose a destination you can write to"
-            ) from error
+        store.check_writable(experiment, version)
 
 
 @task(name="serialize", cache_policy=NO_CACHE)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from kubetrain.store.protocol import ProgressCallback, StoreError, sha256_file
+from kubetrain.store.protocol import EntryKind, ProgressCallback, StoreError, sha256_file
 
 
 class LocalBackend:
@@ -19,7 +21,12 @@ class LocalBackend:
     def _path(self, path: str) -> Path:
         return self.root / path
 
-    def makedirs(self, path: str) -> None:
+    def makedirs(self, path: str) -> list[str]:
+        missing: list[str] = []
+        current = path
+        while current and not self._path(current).exists():
+            missing.append(current)
+            current = os.path.dirname(current)
         try:
             self._path(path).mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -27,6 +34,25 @@ class LocalBackend:
                 f"cannot create {self._path(path)}: {error.strerror}; "
                 "choose a destination you can write to"
             ) from error
+        return missing[::-1]
+
+    def rmdir(self, path: str) -> None:
+        try:
+            self._path(path).rmdir()
+        except OSError as error:
+            if error.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                raise StoreError(f"cannot remove {self._path(path)}: {error.strerror}") from error
+
+    def kind(self, path: str) -> EntryKind | None:
+        try:
+            mode = self._path(path).lstat().st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(mode):
+            return "symlink"
+        if stat.S_ISDIR(mode):
+            return "dir"
+        return "file" if stat.S_ISREG(mode) else "other"
 
     def upload(self, source: Path, path: str, progress: ProgressCallback | None) -> None:
         total = source.stat().st_size
@@ -56,8 +82,16 @@ class LocalBackend:
             target.unlink(missing_ok=True)
             raise StoreError(f"cannot write {target}: {error.strerror}") from error
 
-    def read_bytes(self, path: str) -> bytes:
-        return self._path(path).read_bytes()
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        target = self._path(path)
+        try:
+            with target.open("rb") as reader:
+                data = reader.read(limit + 1)
+        except OSError as error:
+            raise StoreError(f"cannot read {target}: {error.strerror}") from error
+        if len(data) > limit:
+            raise StoreError(f"{target} is larger than the {limit} bytes allowed for it")
+        return data
 
     def download(self, path: str, destination: Path, progress: ProgressCallback | None) -> None:
         with (
@@ -75,7 +109,12 @@ class LocalBackend:
         return sha256_file(self._path(path))
 
     def replace(self, source: str, target: str) -> None:
-        os.replace(self._path(source), self._path(target))
+        try:
+            os.replace(self._path(source), self._path(target))
+        except OSError as error:
+            raise StoreError(
+                f"cannot rename {self._path(source)} to {self._path(target)}: {error.strerror}"
+            ) from error
 
     def exists(self, path: str) -> bool:
         return self._path(path).exists()

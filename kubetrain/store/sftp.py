@@ -4,6 +4,15 @@ Connections come from kubetrain/ssh.py (known_hosts verified, key from file/env/
 Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages) and an
 AES-GCM cipher preference, which is what gets paramiko close to OpenSSH's own `sftp` speed.
 
+paramiko internals: everything here uses paramiko's public API, except three things that only
+run when the installed paramiko is in PARAMIKO_INTERNALS_TESTED (`USE_PARAMIKO_INTERNALS`):
+copy-free SFTP packet reads/writes and a bytearray channel buffer (`_avoid_quadratic_copies`),
+the free-space figure in disk-full errors (`_free_bytes`), and telling a server's status reply
+from a lost connection by paramiko's raising function (`_raised_by_server_status`). Outside the
+range each falls back to the public API: the same bytes move (tests/integration/
+test_sftp_paramiko_paths.py checks both paths), just with more CPU per byte. To widen the
+range, run that test and `python -m benchmarks.sftp_throughput` on the new paramiko.
+
 Every primitive is retried on a transient failure (connection reset, channel closed, timeout)
 by reconnecting with backoff and jitter and redoing that primitive; the store's publish then
 carries on with the same version. Authentication, host-key, permission and disk-full errors are
@@ -19,6 +28,8 @@ import io
 import logging
 import os
 import posixpath
+import re
+import socket
 import stat
 import sys
 import tempfile
@@ -42,7 +53,7 @@ from kubetrain.ssh import (
     connect,
     known_hosts_from_env,
 )
-from kubetrain.store import ProgressCallback, StoreError
+from kubetrain.store.protocol import EntryKind, ProgressCallback, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +65,22 @@ PROGRESS_MIN_BYTES = 32 * 1024 * 1024  # files this large get progress logs and 
 REPORT_INTERVAL_SECONDS = 2.0
 IO_TIMEOUT_SECONDS = 60.0
 
+# [first, last) paramiko versions whose private internals the speed-ups were tested against.
+PARAMIKO_INTERNALS_TESTED = ((5, 1), (5, 2))
+
 T = TypeVar("T")
+
+
+def paramiko_internals_supported(version: str) -> bool:
+    """Whether a paramiko version is in the range the private-internals speed-ups were tested on."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        return False
+    low, high = PARAMIKO_INTERNALS_TESTED
+    return low <= (int(match[1]), int(match[2])) < high
+
+
+USE_PARAMIKO_INTERNALS = paramiko_internals_supported(paramiko.__version__)
 
 
 class SftpTransferError(TransientError):
@@ -66,12 +92,26 @@ def parse_sftp_url(url: str, what: str = "destination") -> SftpUrl:
     return parse_location_sftp(url, what, error=StoreError)
 
 
-def _raised_by_server_status(error: BaseException) -> bool:
-    """True when paramiko raised error from an SFTP status reply (the connection is fine)."""
+def _raised_by_server_status(error: BaseException, sftp: paramiko.SFTPClient | None) -> bool:
+    """True when error is an SFTP status reply from the server (the connection is fine)."""
+    if not USE_PARAMIKO_INTERNALS:
+        return _status_on_live_channel(error, sftp)
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return tb is not None and tb.tb_frame.f_code.co_name == "_convert_status"
+
+
+def _status_on_live_channel(error: BaseException, sftp: paramiko.SFTPClient | None) -> bool:
+    # Public-API rule: paramiko turns status replies into OSErrors without errno or with
+    # ENOENT/EACCES; a lost connection shows as a timeout, a reset, or a closed channel.
+    if not isinstance(error, OSError) or isinstance(error, (socket.timeout, ConnectionError)):
+        return False
+    if error.errno not in (None, errno.ENOENT, errno.EACCES):
+        return False
+    channel = sftp.get_channel() if sftp is not None else None
+    transport = channel.get_transport() if channel is not None else None
+    return bool(channel is not None and not channel.closed and transport and transport.is_active())
 
 
 class _Progress:
@@ -161,10 +201,10 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
 
     paramiko's BaseSFTP._write_all slices the remaining bytes after every 32 KiB channel send
     and _read_all concatenates, so a 255 KiB request is copied ~4 times; with memoryview and
-    join it is copied once. Measured: ~25% less main-thread CPU per uploaded byte. Skipped if
-    a paramiko release renames these internals.
+    join it is copied once. Measured: ~25% less main-thread CPU per uploaded byte. Only for
+    paramiko versions in PARAMIKO_INTERNALS_TESTED, and skipped if these internals are missing.
     """
-    if not (
+    if not USE_PARAMIKO_INTERNALS or not (
         isinstance(getattr(sftp, "sock", None), paramiko.Channel)
         and hasattr(sftp, "_write_all")
         and hasattr(sftp, "_read_all")
@@ -202,7 +242,7 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
             buffer = bytearray(pipe._buffer)
             pipe._buffer = buffer
             pipe._buffer_frombytes = buffer.extend
-            pipe._buffer_tobytes = lambda limit=None: bytes(buffer[:limit])
+            pipe._buffer_tobytes = lambda limit=None: bytes(memoryview(buffer)[:limit])
 
 
 class SftpBackend:
@@ -285,7 +325,7 @@ class SftpBackend:
             except (SshError, StoreError):
                 raise
             except (OSError, EOFError, paramiko.SSHException) as error:
-                if _raised_by_server_status(error):
+                if _raised_by_server_status(error, self._sftp):
                     raise self._server_error(what, path, error) from None
                 self.close()
                 if attempt + 1 >= self.attempts:
@@ -330,6 +370,8 @@ class SftpBackend:
 
     def _free_bytes(self, directory: str) -> int | None:
         """Free bytes via the statvfs@openssh.com extension, if the server has it."""
+        if not USE_PARAMIKO_INTERNALS:
+            return None  # paramiko has no public call for SFTP extensions
         try:
             sftp = self._session()
             kind, msg = sftp._request(  # type: ignore[attr-defined]
@@ -344,8 +386,9 @@ class SftpBackend:
 
     # -- Backend ------------------------------------------------------------------------------
 
-    def makedirs(self, path: str) -> None:
+    def makedirs(self, path: str) -> list[str]:
         """Create path (and the root) as needed; concurrent creators are fine."""
+        created: list[str] = []
 
         def make(sftp: paramiko.SFTPClient) -> None:
             missing: list[str] = []
@@ -366,10 +409,41 @@ class SftpBackend:
                 except OSError as error:
                     # SFTP v3 reports "already exists" as a generic failure: another
                     # publisher may just have created it.
-                    if not _raised_by_server_status(error) or not self._is_dir(sftp, directory):
+                    if not _raised_by_server_status(error, sftp) or not self._is_dir(
+                        sftp, directory
+                    ):
                         raise
+                    continue
+                if directory.startswith(self.root.rstrip("/") + "/"):
+                    created.append(posixpath.relpath(directory, self.root))
 
         self._run("create directory", path, make)
+        return created
+
+    def rmdir(self, path: str) -> None:
+        """Remove path if it is an empty directory (the server refuses a non-empty one)."""
+
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            with contextlib.suppress(OSError):
+                sftp.rmdir(self._full(path))
+
+        self._run("remove directory", path, remove)
+
+    def kind(self, path: str) -> EntryKind | None:
+        """What path is on the server, by lstat (a symlink is reported, never followed)."""
+
+        def look(sftp: paramiko.SFTPClient) -> EntryKind | None:
+            try:
+                mode = sftp.lstat(self._full(path)).st_mode or 0
+            except FileNotFoundError:
+                return None
+            if stat.S_ISLNK(mode):
+                return "symlink"
+            if stat.S_ISDIR(mode):
+                return "dir"
+            return "file" if stat.S_ISREG(mode) else "other"
+
+        return self._run("stat", path, look)
 
     @staticmethod
     def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
@@ -401,16 +475,19 @@ class SftpBackend:
         handle.set_pipelined(True)
         try:
             done = 0
-            for block in iter(lambda: reader.read(self.request_bytes), b""):
+            block = reader.read(self.request_bytes)
+            while block:
+                following = reader.read(self.request_bytes)
+                if not following:
+                    # paramiko drops the status replies of pipelined writes at close(); an
+                    # unpipelined write waits for every outstanding reply and raises on a
+                    # failed one, so a full disk surfaces as an error, not as a short file.
+                    handle.set_pipelined(False)
                 handle.write(block)
                 done += len(block)
                 if tracker is not None:
                     tracker.update(done)
-            # paramiko drops the status of pipelined writes at close(): collect them here so a
-            # full disk surfaces as an error rather than as a short file.
-            requests = handle._reqs  # type: ignore[attr-defined]
-            while requests:
-                sftp._read_response(requests.popleft())  # type: ignore[attr-defined]
+                block = following
         finally:
             handle.close()
 
@@ -456,10 +533,15 @@ class SftpBackend:
                 done += len(block)
                 tracker.update(done)
 
-    def read_bytes(self, path: str) -> bytes:
-        """The whole content of a (small) file."""
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        """The whole content of a small file; StoreError when it is over limit bytes."""
 
         def read(sftp: paramiko.SFTPClient) -> bytes:
+            size = sftp.stat(self._full(path)).st_size or 0
+            if size > limit:
+                raise StoreError(
+                    f"{self._where(path)} is larger than the {limit} bytes allowed for it"
+                )
             chunks: list[bytes] = []
             self._read_stream(sftp, self._full(path), chunks.append, path, None, "read")
             return b"".join(chunks)

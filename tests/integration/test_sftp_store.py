@@ -138,6 +138,31 @@ def test_latest_moves_forward_only_and_republish_resumes(
     assert (remote_dir / "exp/LATEST").read_text() == "20260103T000000Z-c\n"
 
 
+def test_bad_latest_and_planted_symlink_version_over_sftp(
+    sshd: Sshd, remote_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sshd.url(remote_dir)
+    files = make_files(tmp_path / "out", {"a.bin": 100})
+    publish(url, "exp", "20260101T000000Z-a", files)
+    # A far-future version that is a symlink to a complete version outside the store.
+    outside = remote_dir / "outside/29990101T000000Z-planted"
+    outside.mkdir(parents=True)
+    (outside / "a.bin").write_bytes(b"planted")
+    (outside / "manifest.json").write_text(
+        json.dumps(manifest_for("x", {"a.bin": outside / "a.bin"}))
+    )
+    (remote_dir / "exp/29990101T000000Z-planted").symlink_to(outside)
+    (remote_dir / "exp/LATEST").write_bytes(b"\xff\xfe not a version")
+    subprocess.run(["chown", "-R", "-h", f"{sshd.user}:", str(remote_dir)], check=True)
+    caplog.set_level(logging.WARNING, logger="kubetrain.store.protocol")
+    publish(url, "exp", "20260102T000000Z-b", files)
+    assert "LATEST was invalid (it is not UTF-8 text)" in caplog.text
+    assert (remote_dir / "exp/LATEST").read_text() == "20260102T000000Z-b\n"
+    with open_store(url) as store:
+        assert store.list_versions("exp") == ["20260101T000000Z-a", "20260102T000000Z-b"]
+    assert not list((remote_dir / "exp").glob("LATEST.*"))
+
+
 def test_eight_concurrent_publishes(sshd: Sshd, remote_dir: Path, tmp_path: Path) -> None:
     url = sshd.url(remote_dir)
     versions = [f"20261128T1200{i:02d}Z-{i:04x}" for i in range(8)]

@@ -98,11 +98,27 @@ def test_stale_part_files_are_cleared_when_publishing_resumes(tmp_path: Path) ->
 
 
 def test_latest_only_moves_forward(tmp_path: Path) -> None:
+    """A slower, older run finishing late writes the newest version into LATEST, not its own."""
+    from kubetrain.store import LocalBackend
+
     root = tmp_path / "store"
     store = open_store(str(root))
     new, old = _files(tmp_path, "new"), _files(tmp_path, "old")
     store.publish("exp", V2, new, _manifest(V2, new))
-    store.publish("exp", V1, old, _manifest(V1, old))  # a slower run finishing late
+    (root / "exp" / "LATEST").unlink()  # so the older publisher's write path runs
+
+    renamed: list[str] = []
+
+    class Recording(LocalBackend):
+        def replace(self, source: str, target: str) -> None:
+            renamed.append(target)
+            super().replace(source, target)
+
+    from kubetrain.store import ArtifactStore
+
+    ArtifactStore(Recording(root)).publish("exp", V1, old, _manifest(V1, old))
+    assert "exp/LATEST" in renamed
+    assert (root / "exp" / "LATEST").read_text() == f"{V2}\n"
     assert store.latest("exp") == V2
     assert store.list_versions("exp") == [V1, V2]
 
