@@ -18,87 +18,17 @@ from kubetrain.store import open_store
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import (
     EXP,
-    Killed,
+    NOW,
+    OLD,
+    RECENT,
     assert_no_visible_partial_version,
-    kill_on_remove,
-    make_version,
+    killed_prune_never_shows_a_partial_version,
     manifest_path,
+    plan,
+    populate,
+    run_prune_and_check,
     version_name,
 )
-
-NOW = datetime(2026, 3, 1, tzinfo=UTC)  # version_name(59) is 2026-03-01
-OLD = [version_name(day) for day in range(0, 10)]  # 50-59 days old
-RECENT = version_name(55)  # 4 days old
-NEWEST = [version_name(57), version_name(58)]
-LEFTOVER_OLD, LEFTOVER_YOUNG = version_name(20), version_name(59, tag=1)
-
-
-def populate(url: str, workdir: Path) -> None:
-    """Ten old versions, a recent one, two newest, an alias on an old one, two leftovers."""
-    with open_store(url) as store:
-        for version in [*OLD, RECENT, *NEWEST]:
-            make_version(store, workdir, version, {"lda": 0.8})
-        aliases.promote(store, EXP, "production", OLD[2], "x", "pinned")
-        # Leftovers without a manifest: an interrupted publish and one still under way.
-        for name in (LEFTOVER_OLD, LEFTOVER_YOUNG):
-            store.backend.makedirs(f"{EXP}/{name}")
-            store.backend.write_bytes(f"{EXP}/{name}/clf_lda.joblib.part", b"half")
-
-
-def plan(url: str) -> prune.PrunePlan:
-    with open_store(url) as store:
-        return prune.plan_prune(store, EXP, keep_last=2, keep_days=7, grace_hours=24, now=NOW)
-
-
-def check_plan(plan_: prune.PrunePlan) -> None:
-    assert sorted(plan_.keep) == sorted([OLD[2], RECENT, *NEWEST])
-    assert plan_.keep[OLD[2]] == ["@production"]
-    assert "newest 2" in plan_.keep[NEWEST[1]]
-    assert "LATEST" in plan_.keep[NEWEST[1]]
-    assert plan_.keep[RECENT] == ["younger than 7 days"]
-    assert sorted(plan_.delete) == sorted(v for v in OLD if v != OLD[2])
-    assert plan_.delete_incomplete == [LEFTOVER_OLD]
-    assert list(plan_.keep_incomplete) == [LEFTOVER_YOUNG]
-
-
-def run_prune_and_check(url: str, workdir: Path) -> None:
-    """The plan, a dry run that changes nothing, then the deletion (shared with the SFTP test)."""
-    populate(url, workdir)
-    first = plan(url)
-    check_plan(first)
-    text = prune.plan_text(first, None)
-    assert "dry run: nothing was deleted" in text
-    with open_store(url) as store:
-        assert len(store.list_versions(EXP)) == 13
-        result = prune.execute_prune(store, first)
-        assert sorted(result.deleted) == sorted(first.delete)
-        assert result.deleted_incomplete == [LEFTOVER_OLD]
-        assert result.skipped == {}
-        assert store.list_versions(EXP) == sorted(first.keep)
-        remaining = set(store.backend.listdir(EXP))
-        assert not remaining & {*first.delete, LEFTOVER_OLD}  # folders gone, not just files
-        assert LEFTOVER_YOUNG in remaining
-        assert store.latest(EXP) == NEWEST[1]
-        assert aliases.read_alias(store, EXP, "production") == OLD[2]
-        assert_no_visible_partial_version(store, workdir)
-    assert plan(url).delete == []
-
-
-def killed_prune_never_shows_a_partial_version(url: str, workdir: Path, points: list[int]) -> None:
-    """Kill a prune at its n-th remove, for each n in points (a fresh store each time): readers
-    only ever see whole versions, and a later prune finishes the job."""
-    for after in points:
-        store_url = f"{url}/kill-{after}"
-        populate(store_url, workdir / f"src-{after}")
-        with open_store(store_url) as store:
-            kill_on_remove(store, after)
-            with pytest.raises(Killed):
-                prune.execute_prune(store, plan(store_url))
-        with open_store(store_url) as store:
-            assert_no_visible_partial_version(store, workdir / f"check-{after}")
-            prune.execute_prune(store, plan(store_url))
-            assert store.list_versions(EXP) == sorted([OLD[2], RECENT, *NEWEST])
-            assert plan(store_url).delete_incomplete == []
 
 
 def test_prune_plan_dry_run_and_deletion(tmp_path: Path) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -16,17 +14,15 @@ from kubetrain.inference import load_version
 from kubetrain.registry import signing
 from kubetrain.registry.signing import SignatureError, SigningKeyError
 from kubetrain.store import open_store
-from tests.registry_helpers import EXP, make_version, version_name
+from tests.registry_helpers import (
+    EXP,
+    make_version,
+    private_pem,
+    rewrite_model_and_manifest,
+    version_name,
+)
 
 V1 = version_name(1)
-
-
-def private_pem(key: Ed25519PrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def public_pem(key: Ed25519PrivateKey) -> str:
@@ -47,28 +43,6 @@ def key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ed25519PrivateKey:
     path.write_text(private_pem(generated))
     monkeypatch.setenv("KUBETRAIN_SIGNING_KEY", str(path))
     return generated
-
-
-class RunsOnLoad:
-    """A pickle payload that, when loaded, creates a marker file: proof joblib.load ran it."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return (open, (str(self.marker), "w"))
-
-
-def rewrite_model_and_manifest(root: Path, version: str, marker: Path) -> None:
-    """What someone with write access to the store can do: change a model and its checksums."""
-    folder = root / EXP / version
-    evil = pickle.dumps(RunsOnLoad(marker))
-    (folder / "clf_lda.joblib").write_bytes(evil)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    digest = hashlib.sha256(evil).hexdigest()
-    manifest["files"]["clf_lda.joblib"] = {"sha256": digest, "bytes": len(evil)}
-    manifest["models"]["lda"].update(sha256=digest, bytes=len(evil))
-    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_signed_version_loads(key: Ed25519PrivateKey, tmp_path: Path) -> None:
