@@ -41,7 +41,8 @@ def predict(
         source: The store the version was published to: a folder, file:///abs/path or
             sftp://user@host[:port]/path (the train flow's destination).
         experiment: Experiment the version belongs to.
-        version: Version to use; empty for the one LATEST names.
+        version: Version to use: a version name, @alias (e.g. @production, set with
+            `kubetrain versions promote`) or LATEST; empty for the one LATEST names.
         data: CSV to score, in the training layout (path, file://, http(s):// or sftp://).
             When it has the target column, accuracy per model is reported too.
         output: Local folder for <version>-predictions.csv.

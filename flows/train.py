@@ -45,6 +45,10 @@ def train(
     metrics: list[Metric] = ["accuracy"],  # noqa: B006
     destination: str = "./artifacts",
     experiment: str = "default",
+    promote_to: str | None = None,
+    gate_model: ModelName | None = None,
+    gate_metric: Metric = "accuracy",
+    gate_max_drop: float = 0.0,
 ) -> TrainOutcome:
     """Train catalog models on a CSV, cross-validate them and publish a verified version.
 
@@ -72,12 +76,20 @@ def train(
             <destination>/<experiment>/<version>/.
         experiment: Experiment name, the folder that groups versions (letters, digits, '.',
             '_', '-').
+        promote_to: Alias to move to the new version if it passes the quality gate, e.g.
+            production; empty: no alias is moved. The version is published either way.
+        gate_model: Model whose score the quality gate compares; empty: the first of models.
+        gate_metric: Metric the quality gate compares (cross-validation mean).
+        gate_max_drop: How far the new score may fall below the score of the version the
+            alias names now and still pass (0 = not worse).
     """
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
     from kubetrain.data import describe
     from kubetrain.manifest import build_manifest, new_version
+    from kubetrain.registry.gate import check_gate
+    from kubetrain.registry.signing import sign_if_configured, signing_key
     from kubetrain.report import format_cv_table
     from kubetrain.training.catalog import check_configuration
     from kubetrain.training.engine import TrainingConfig
@@ -86,9 +98,12 @@ def train(
     from tasks.run_record import redact_run_parameters
     from tasks.store import check_destination, publish, serialize
     from tasks.training import fit_and_cross_validate
+    from tasks.versions import quality_gate
 
     parameters = redact_run_parameters(dict(flow_run.parameters))
     check_configuration(list(models), model_params, list(metrics), normalize, seed)
+    gate = check_gate(promote_to, gate_model, gate_metric, gate_max_drop, models, metrics)
+    signer = signing_key()  # a bad key fails now, not after training
     version = new_version()
     check_destination(destination, experiment, version)
     dataset = load_data(resolve_sample(data), target, list(drop_columns), folds)
@@ -112,7 +127,10 @@ def train(
             results=results,
             files=files,
         )
+        manifest = sign_if_configured(manifest, signer)
         location = publish(destination, experiment, version, files, manifest)
+    if gate is not None:
+        quality_gate(destination, experiment, version, gate)
     report(location, manifest, results)
     table = format_cv_table(results)
     get_run_logger().info("published %s\n%s", location, table)

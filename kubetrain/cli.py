@@ -48,6 +48,10 @@ def _show_predict(outcome: Any) -> str:
     return "\n".join(lines)
 
 
+def _show_text(result: Any) -> str:
+    return str(result.text)
+
+
 def _show_json(result: Any) -> str:
     return json.dumps(result, indent=2, default=str)
 
@@ -65,10 +69,15 @@ GROUPS: dict[str | None, list[FlowCommand]] = {
     "work-pool": [
         FlowCommand("ensure", "flows/work_pool.py:ensure_work_pool", _show_json),
     ],
+    "versions": [
+        FlowCommand(name, f"flows/versions.py:versions_{name}", _show_text)
+        for name in ("list", "show", "diff", "promote", "history", "prune")
+    ],
 }
 GROUP_HELP = {
     "cluster": "Build, grow and tear down a kubeadm cluster over SSH.",
     "work-pool": "The Prefect Kubernetes work pool and what it needs in the cluster.",
+    "versions": "Browse, compare, promote and prune published versions on a store.",
 }
 
 

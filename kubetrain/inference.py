@@ -66,13 +66,15 @@ def verified_model_path(folder: Path, manifest: Mapping[str, Any], model: str) -
 
 
 def load_version(source: str, experiment: str, version: str | None, workdir: Path) -> LoadedVersion:
-    """Fetch a version (LATEST when version is None), verify every sha256, then load the models."""
+    """Fetch a version (a name, @alias, or LATEST when None), verify every sha256 and, when a
+    verification key is configured, the manifest's signature; then load the models."""
     import joblib
 
+    from kubetrain.registry.signing import fetch_trusted
     from kubetrain.store import MANIFEST, open_store
 
     with open_store(source) as store:
-        local = store.fetch(experiment, version, workdir, verify=True)
+        local = fetch_trusted(store, experiment, version, workdir)
     manifest = json.loads((local / MANIFEST).read_text())  # fetch left the manifest it verified
     # Only files that fetch downloaded into `local` and verified reach joblib.load: it runs code.
     models = {

@@ -61,9 +61,26 @@ class Settings(BaseSettings):
     image: str | None = Field(
         None, description="The container image a run executes in, recorded in the manifest."
     )
+    signing_key: Path | None = Field(
+        None, description="Path to the Ed25519 private key that signs manifests (a mounted Secret)."
+    )
+    signing_key_data: SecretStr | None = Field(
+        None, description="The Ed25519 signing key text itself (PEM or OpenSSH format)."
+    )
+    verify_key: Path | None = Field(
+        None, description="Path to the Ed25519 public key versions must be signed with."
+    )
+    verify_key_data: str | None = Field(
+        None, description="The Ed25519 public key text itself (PEM or `ssh-ed25519 …`)."
+    )
 
     @field_validator(
-        "ssh_key", "ssh_key_passphrase_file", "known_hosts", "project_dir", mode="before"
+        "ssh_key",
+        "ssh_key_passphrase_file",
+        "known_hosts",
+        "project_dir",
+        "signing_key",
+        mode="before",
     )
     @classmethod
     def _a_path_not_a_secret(cls, value: object) -> object:

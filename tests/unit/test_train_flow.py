@@ -35,6 +35,10 @@ PARAMETERS = [
     "metrics",
     "destination",
     "experiment",
+    "promote_to",
+    "gate_model",
+    "gate_metric",
+    "gate_max_drop",
 ]
 SMALL_NN = {"nn": {"hidden_layer_sizes": [16], "max_iter": 80}}
 
