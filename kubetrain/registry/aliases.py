@@ -31,6 +31,7 @@ from kubetrain.store import (
 ALIASES = "aliases"
 HISTORY = "history"
 ALIAS_PREFIX = "@"
+ALIAS_MAX_BYTES = 64 * 1024  # an alias or history event is a few hundred bytes of JSON
 # Entries of an experiment folder that are not versions.
 RESERVED = frozenset({LATEST, ALIASES})
 
@@ -81,7 +82,7 @@ def read_alias(store: ArtifactStore, experiment: str, alias: str) -> str | None:
     if not store.backend.exists(path):
         return None
     try:
-        version = json.loads(store.backend.read_bytes(path))["version"]
+        version = json.loads(store.backend.read_bytes(path, ALIAS_MAX_BYTES))["version"]
         return validate_name("version", version)
     except (ValueError, KeyError, TypeError):
         raise AliasError(
@@ -201,7 +202,7 @@ def history(store: ArtifactStore, experiment: str, alias: str | None = None) -> 
     for entry in store.backend.listdir(folder):
         if not entry.endswith(".json"):
             continue  # a .part still being written
-        raw = json.loads(store.backend.read_bytes(posixpath.join(folder, entry)))
+        raw = json.loads(store.backend.read_bytes(posixpath.join(folder, entry), ALIAS_MAX_BYTES))
         event = AliasEvent(**{k: raw.get(k) for k in AliasEvent.__dataclass_fields__})
         if alias is None or event.alias == alias:
             events.append(event)
@@ -213,5 +214,5 @@ def current_event(store: ArtifactStore, experiment: str, alias: str) -> str | No
     path = _alias_path(experiment, validate_alias(alias))
     if not store.backend.exists(path):
         return None
-    event = json.loads(store.backend.read_bytes(path)).get("event")
+    event = json.loads(store.backend.read_bytes(path, ALIAS_MAX_BYTES)).get("event")
     return str(event) if event else None

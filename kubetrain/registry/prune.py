@@ -14,7 +14,6 @@ manifest, the pointers are read again: a version an alias was moved onto meanwhi
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -28,10 +27,10 @@ from kubetrain.store import (
     MANIFEST,
     PART_SUFFIX,
     ArtifactStore,
-    LocalBackend,
     StoreError,
     validate_name,
 )
+from kubetrain.store.protocol import MAX_LATEST_BYTES, MAX_MANIFEST_BYTES
 
 _STAMP = re.compile(r"^(\d{8}T\d{6})Z")
 
@@ -86,7 +85,7 @@ def _pointed_at(store: ArtifactStore, experiment: str) -> dict[str, list[str]]:
         pointers.setdefault(version, []).append(f"@{alias}")
     latest_path = posixpath.join(experiment, LATEST)
     if store.backend.exists(latest_path):
-        latest = store.backend.read_bytes(latest_path).decode().strip()
+        latest = store.backend.read_bytes(latest_path, MAX_LATEST_BYTES).decode().strip()
         pointers.setdefault(latest, []).append(LATEST)
     return pointers
 
@@ -148,15 +147,7 @@ class PruneResult:
 
 
 def _remove_directory(store: ArtifactStore, path: str) -> None:
-    # The Backend protocol has no rmdir; use one if the backend has it, else the local folder's
-    # own, else leave the empty folder: it is an incomplete leftover a later prune reports.
-    backend: Any = store.backend
-    if callable(getattr(backend, "rmdir", None)):
-        backend.rmdir(path)
-    elif isinstance(backend, LocalBackend):
-        os.rmdir(backend.root / path)
-    elif callable(getattr(backend, "_run", None)) and callable(getattr(backend, "_full", None)):
-        backend._run("rmdir", path, lambda sftp: sftp.rmdir(backend._full(path)))
+    store.backend.rmdir(path)  # leaves a non-empty folder: a later prune reports it
 
 
 def _remove_folder(store: ArtifactStore, folder: str) -> None:
@@ -190,7 +181,7 @@ def execute_prune(store: ArtifactStore, plan: PrunePlan) -> PruneResult:
         if version in _pointed_at(store, experiment):
             result.skipped[version] = "a pointer was moved onto it after the plan"
             continue
-        manifest = store.backend.read_bytes(manifest_path)
+        manifest = store.backend.read_bytes(manifest_path, MAX_MANIFEST_BYTES)
         store.backend.remove(manifest_path)  # from here on no reader treats it as complete
         if version in _pointed_at(store, experiment):
             part = f"{manifest_path}.restore{PART_SUFFIX}"
