@@ -94,7 +94,6 @@ pip_install=(.venv/bin/python -m pip install --quiet --disable-pip-version-check
   --root-user-action=ignore)
 
 install_lock() {
-  ensure_uv
   if [[ -x $uv ]]; then
     "${uv_install[@]}" --require-hashes --no-deps --compile-bytecode -r "$1"
   else
@@ -107,6 +106,7 @@ install_lock() {
 stamp=.venv/.kubetrain-$(basename "$lock" .txt)
 want=$(hash_of "$lock")
 if ! stamp_ok "$stamp" "$want"; then
+  ensure_uv
   echo "setup: installing Python packages from $lock"
   install_lock "$lock"
   echo "$want" >"$stamp"
