@@ -57,7 +57,7 @@ fi
 
 # A pip for bootstrapping: the interpreter's own, else the venv's (from ensurepip, no download).
 venv_pip() {
-  .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip -q >/dev/null
+  .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip >/dev/null
   echo .venv/bin/python
 }
 bootstrap_python() {
