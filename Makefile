@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what they need first,
-# once per invocation, and a re-run with nothing changed spends milliseconds on it (scripts/setup.sh).
+# once per invocation; a re-run with nothing changed spends milliseconds on it (scripts/setup.sh).
 .PHONY: setup setup-dev setup-test run test test-fast test-slow lint bench clean
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false

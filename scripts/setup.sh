@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Idempotent set-up on Debian with Python 3.11, in three levels, each a superset of the one before:
 #
-#   scripts/setup.sh [run]   .venv + the runtime lock (requirements/runtime.txt) + the project itself
-#                            (once pyproject.toml declares [project.scripts]). No Debian package, no sudo.
-#   scripts/setup.sh dev     the same with the dev lock (requirements/dev.txt): linters, type checker,
-#                            test tools. Still no Debian package.
-#   scripts/setup.sh test    dev + the Debian packages the tests need (sshd, the Docker engine,
-#                            debootstrap, chromium); apt-get needs root or sudo.
+#   scripts/setup.sh [run]  .venv + the runtime lock (requirements/runtime.txt) + the project itself
+#                           (once pyproject.toml declares [project.scripts]). No Debian package, no
+#                           sudo.
+#   scripts/setup.sh dev    the same with the dev lock (requirements/dev.txt): linters, type
+#                           checker, test tools. Still no Debian package.
+#   scripts/setup.sh test   dev + the Debian packages the tests need (sshd, the Docker engine,
+#                           debootstrap, chromium); apt-get needs root or sudo.
 #
-# Installs use uv (pinned with its hashes in requirements/bootstrap.txt, installed with the venv's own
-# pip into .venv/.bootstrap), or pip when uv cannot be had. Every step leaves a stamp in .venv that
-# holds the hash of what it installed, so a re-run with nothing changed costs a few milliseconds.
-# KUBETRAIN_SETUP_CONTAINER=1 still means `test`. Safe to run any number of times.
+# Installs use uv, pinned with its hashes in requirements/bootstrap.txt and installed by pip (the
+# interpreter's, else the venv's from ensurepip) into .venv/.bootstrap; pip does the installs when
+# uv cannot be had. Every step leaves a stamp in .venv holding the hash of what it installed, so a
+# re-run with nothing changed costs milliseconds. KUBETRAIN_SETUP_CONTAINER=1 still means `test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +48,7 @@ if [[ $level == test ]]; then
   fi
 fi
 
-# --- The virtualenv, without pip: uv installs into it, and the dev lock brings pip for the tests. ---
+# --- The virtualenv, without pip: uv installs into it; the dev lock brings pip for the tests. ---
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 if [[ ! -x .venv/bin/python ]]; then
@@ -102,7 +103,7 @@ install_lock() {
   fi
 }
 
-# --- The hashed lock: reinstalled only when it changed. --------------------------------------------
+# --- The hashed lock: reinstalled only when it changed. ---------------------------------------
 stamp=.venv/.kubetrain-$(basename "$lock" .txt)
 want=$(hash_of "$lock")
 if ! stamp_ok "$stamp" "$want"; then
