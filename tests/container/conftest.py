@@ -4,9 +4,9 @@ No engine runs here by default and there is no registry. The `docker_engine` fix
 Debian's dockerd with its own data-root (kept between runs, so the base image and the build
 cache survive), exec-root, pidfile and unix socket, without touching the host's network
 (--iptables=false --ip-forward=false --bridge=none), and stops it by PID at the end. The base
-image comes from debootstrap (scripts/build_base_image.sh); the Python wheels are downloaded
-once into a cache and served to the build from 127.0.0.1 only, so the image build itself
-reaches no network.
+image comes from debootstrap (build_base_image.sh beside this file); the Python wheels are
+downloaded once into a cache and served to the build from 127.0.0.1 only, so the image build
+itself reaches no network.
 
 Only an engine that cannot be started at all skips the tests; every later failure fails.
 """
@@ -133,7 +133,7 @@ def _stop_pid(pid: int, timeout: float = 30.0) -> None:
 
 
 def _running_engine(pidfile: Path, data_root: Path) -> int | None:
-    """PID of a dockerd already serving our data-root (scripts/dockerd.sh, or a crashed run)."""
+    """PID of a dockerd already serving our data-root (dockerd.sh here, or a crashed run)."""
     try:
         pid = int(pidfile.read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -151,7 +151,7 @@ def docker_engine() -> Iterator[DockerEngine]:
     if dockerd is None:
         pytest.skip(
             "no container engine: dockerd is not installed "
-            "(KUBETRAIN_SETUP_CONTAINER=1 scripts/setup.sh installs docker.io)"
+            "(`make test` or scripts/setup.sh test installs docker.io)"
         )
     if os.geteuid() != 0:
         pytest.skip("no container engine: starting a private dockerd needs root")
@@ -170,12 +170,12 @@ def docker_engine() -> Iterator[DockerEngine]:
     owner = RUN_DIR / "owner"
     running = _running_engine(pidfile, data_root)
     if running is not None:
-        by_hand = owner.is_file() and owner.read_text().strip() == "scripts/dockerd.sh"
+        by_hand = owner.is_file() and owner.read_text().strip() == "tests/container/dockerd.sh"
         engine = DockerEngine(
             cli=cli, host=f"unix://{sock}", pid=running, log=STATE_DIR / "dockerd.log"
         )
         if by_hand and engine.run("version", timeout=20, check=False).returncode == 0:
-            # Started by hand with scripts/dockerd.sh: use it, and leave it running.
+            # Started by hand with tests/container/dockerd.sh: use it, and leave it running.
             try:
                 yield engine
             finally:
@@ -242,7 +242,7 @@ def base_image(docker_engine: DockerEngine) -> str:
     override = os.environ.get("KUBETRAIN_TEST_BASE_IMAGE")
     if override:
         return override
-    script = REPO_ROOT / "scripts" / "build_base_image.sh"
+    script = Path(__file__).with_name("build_base_image.sh")
     # Named after the script's content: changing the script rebuilds the base.
     name = f"kubetrain-base:bookworm-{_file_key(script)}"
     started = time.monotonic()

@@ -4,9 +4,9 @@
 # /var/lib/kubetrain-test-docker, shared with the tests, which use this engine while it runs) and
 # leaves the host's network alone (no iptables rules, no bridge: use --network host or none).
 #
-#   scripts/dockerd.sh start     start it; prints the DOCKER_HOST to export
-#   scripts/dockerd.sh stop      stop it (by its PID)
-#   scripts/dockerd.sh status
+#   tests/container/dockerd.sh start    start it; prints the DOCKER_HOST to export
+#   tests/container/dockerd.sh stop     stop it (by its PID)
+#   tests/container/dockerd.sh status
 # Needs root and Debian's docker.io. Use its own client (/usr/bin/docker) with
 # DOCKER_BUILDKIT=1: a newer client elsewhere on PATH wants the buildx plugin for BuildKit.
 set -euo pipefail
@@ -45,7 +45,7 @@ case ${1:-} in
         exit 1
       }
       # The container tests reuse (and leave running) an engine this script started.
-      echo "scripts/dockerd.sh" >"$run/owner"
+      echo "tests/container/dockerd.sh" >"$run/owner"
     fi
     echo "export DOCKER_HOST=unix://$sock DOCKER_BUILDKIT=1"
     ;;

@@ -3,7 +3,7 @@
 # registry: debootstrap a minimal root filesystem and `docker import` it. The tests use it in
 # place of python:3.11-slim-bookworm (no registry here); its interpreter is /usr/bin/python3.
 #
-# Usage: scripts/build_base_image.sh [IMAGE]        (default IMAGE: kubetrain-base:bookworm)
+# Usage: tests/container/build_base_image.sh [IMAGE] (default IMAGE: kubetrain-base:bookworm)
 #   DOCKER=docker client to use, DOCKER_HOST selects the engine, DEBIAN_MIRROR the apt mirror,
 #   KUBETRAIN_BASE_CACHE the folder that keeps the root filesystem tarball (re-import in seconds
 #   after the engine's data was wiped). Prints the image name on its last line.
