@@ -20,7 +20,7 @@ setup-test:
 
 # Train on the bundled sample data with Prefect's ephemeral server, publish to ./artifacts.
 run: setup
-	.venv/bin/python -m flows.train
+	.venv/bin/kubetrain train
 
 define LINT
 	.venv/bin/ruff check .
@@ -47,6 +47,7 @@ bench: setup-test
 	.venv/bin/python -m benchmarks.train_speed
 	.venv/bin/python -m benchmarks.train_scaling
 	.venv/bin/python -m benchmarks.sftp_throughput
+	.venv/bin/python -m benchmarks.predict_stream
 
 clean:
 	rm -rf artifacts .pytest_cache .mypy_cache .ruff_cache
