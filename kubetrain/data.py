@@ -134,7 +134,7 @@ def fetch_source(data: str, workdir: Path) -> Path:
         from kubetrain.store.sftp import download_file  # paramiko is only imported when needed
 
         target = workdir / (Path(location.path).name or "data.csv")
-        download_file(data, target)
+        download_file(data, target, max_bytes=get_settings().max_download_bytes)
         return target
     path = location.path
     if not path.exists():

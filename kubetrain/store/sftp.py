@@ -645,10 +645,18 @@ def open_sftp_backend(url: str) -> SftpBackend:
     return backend
 
 
-def download_file(url: str, destination: Path) -> None:
-    """Download the single file sftp://user@host[:port]/path/file to destination."""
+def download_file(url: str, destination: Path, max_bytes: int | None = None) -> None:
+    """Download the single file sftp://user@host[:port]/path/file to destination.
+
+    A file larger than max_bytes is refused before any byte is transferred.
+    """
     target = parse_sftp_url(url, what="data source")
     directory, name = posixpath.split(target.path)
     parent = SftpUrl(target.user, target.host, target.port, directory or "/")
     with SftpBackend(parent, _endpoint_for(target)) as backend:
+        if max_bytes is not None and backend.size(name) > max_bytes:
+            raise StoreError(
+                f"data source {target.display} is larger than KUBETRAIN_MAX_DOWNLOAD_BYTES="
+                f"{max_bytes}; raise that limit if the data really is this large"
+            )
         backend.download(name, destination, None)

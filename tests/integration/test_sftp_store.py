@@ -387,6 +387,9 @@ def test_download_file_for_data_sources(sshd: Sshd, remote_dir: Path, tmp_path: 
     with pytest.raises(StoreError, match="no such file"):
         download_file(sshd.url(remote_dir / "missing.csv"), tmp_path / "missing.csv")
     assert not (tmp_path / "missing.csv").exists()
+    with pytest.raises(StoreError, match="larger than KUBETRAIN_MAX_DOWNLOAD_BYTES=7"):
+        download_file(sshd.url(remote_dir / "letters.csv"), tmp_path / "big.csv", max_bytes=7)
+    assert not (tmp_path / "big.csv").exists()
 
 
 def test_progress_artifact_and_logs_inside_a_flow_run(
