@@ -69,7 +69,8 @@ def nodes_registered(cluster: StandinCluster) -> set[str]:
 def test_dry_run_on_fresh_hosts_lists_every_step_and_changes_nothing(hosts: StandinCluster):
     before = {host.name: host.snapshot() for host in hosts.hosts}
 
-    result = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=True)
+    # No dry_run given: the safe default only looks.
+    result = bootstrap_cluster(inventory=str(hosts.inventory_path))
 
     assert result["dry_run"] is True
     assert result["changed"] is False
@@ -105,13 +106,13 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
     # Bootstrap with one worker, then grow the cluster with a second one through join-workers.
     full = hosts.inventory()
     hosts.write_inventory(workers=full["workers"][:1])
-    first_result = bootstrap_cluster(inventory=str(hosts.inventory_path))
+    first_result = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
     assert first_result["errors"] == []
     assert nodes_registered(hosts) == {"cp-1", "worker-1"}
     assert hosts.host("worker-2").calls() == []
     hosts.write_inventory()
 
-    grown = join_workers(inventory=str(hosts.inventory_path))
+    grown = join_workers(inventory=str(hosts.inventory_path), dry_run=False)
 
     assert grown["errors"] == []
     assert statuses(grown, "worker-1") == {"kubeadm-join": "satisfied"}
@@ -166,8 +167,8 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
         return {"pool": "kubetrain-k8s"}
 
     monkeypatch.setattr("flows.work_pool.ensure_work_pool", fake_ensure_work_pool)
-    again = bootstrap_cluster(inventory=str(hosts.inventory_path), work_pool=True)
-    joined = join_workers(inventory=str(hosts.inventory_path))
+    again = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False, work_pool=True)
+    joined = join_workers(inventory=str(hosts.inventory_path), dry_run=False)
     assert handed_over == [{"kubeconfig": str(hosts.kubeconfig_path)}]
 
     for rerun in (again, joined):
@@ -186,7 +187,9 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
 
     # Teardown resets every host; a second teardown finds nothing to do.
     assert (hosts.workers[0].root / "etc/cni/net.d/10-flannel.conflist").exists()
-    first = teardown_cluster(inventory=str(hosts.inventory_path), purge_packages=True)
+    first = teardown_cluster(
+        inventory=str(hosts.inventory_path), dry_run=False, purge_packages=True
+    )
 
     assert first["errors"] == []
     assert first["changed"] is True
@@ -201,7 +204,9 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
 
     for host in hosts.hosts:
         host.clear_calls()
-    second = teardown_cluster(inventory=str(hosts.inventory_path), purge_packages=True)
+    second = teardown_cluster(
+        inventory=str(hosts.inventory_path), dry_run=False, purge_packages=True
+    )
 
     assert second["errors"] == []
     assert second["changed"] is False
@@ -219,7 +224,7 @@ def test_worker_failing_mid_join_is_reported_others_join_and_rerun_finishes(
     hosts.host("worker-2").fail_once("kubeadm-join")
 
     with pytest.raises(ClusterRunError) as failure:
-        bootstrap_cluster(inventory=str(hosts.inventory_path))
+        bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
 
     message = str(failure.value)
     assert "host worker-2 (127.0.0.4), step kubeadm-join" in message
@@ -238,7 +243,7 @@ def test_worker_failing_mid_join_is_reported_others_join_and_rerun_finishes(
 
     for host in hosts.hosts:
         host.clear_calls()
-    result = bootstrap_cluster(inventory=str(hosts.inventory_path))
+    result = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
 
     assert result["errors"] == []
     assert nodes_registered(hosts) == {"cp-1", "worker-1", "worker-2"}
@@ -256,7 +261,7 @@ def test_init_failing_stops_before_any_worker_joins(hosts: StandinCluster):
     hosts.control_plane.fail_once("kubeadm-init")
 
     with pytest.raises(ClusterRunError) as failure:
-        bootstrap_cluster(inventory=str(hosts.inventory_path))
+        bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
 
     message = str(failure.value)
     assert "host cp-1 (127.0.0.2), step kubeadm-init" in message

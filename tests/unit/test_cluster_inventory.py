@@ -42,10 +42,10 @@ def error_of(data: Any, source: Path) -> str:
 def test_example_inventory_is_valid_and_resolves_defaults(data, files):
     inventory = parse_inventory(data, files["source"])
 
-    assert inventory.kubernetes_version == "1.31"
-    assert inventory.pod_network_cidr == "10.244.0.0/16"
-    assert inventory.cni.name == "flannel"
-    assert inventory.cni.version == "v0.26.1"
+    assert inventory.spec.kubernetes_version == "1.31"
+    assert inventory.spec.pod_network_cidr == "10.244.0.0/16"
+    assert inventory.spec.cni.name == "flannel"
+    assert inventory.spec.cni.version == "v0.26.1"
     assert [host.name for host in inventory.hosts] == ["cp-1", "worker-1", "worker-2"]
     assert inventory.advertise_address == "192.0.2.10"
     worker = inventory.workers[0]
@@ -189,7 +189,7 @@ def test_bad_kubernetes_version(data, files, version, expected):
 
 def test_version_with_v_prefix_is_normalized(data, files):
     data["kubernetes_version"] = "v1.30"
-    assert parse_inventory(data, files["source"]).kubernetes_version == "1.30"
+    assert parse_inventory(data, files["source"]).spec.kubernetes_version == "1.30"
 
 
 def test_typo_in_a_setting(data, files):

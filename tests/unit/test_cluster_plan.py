@@ -15,6 +15,7 @@ import pytest
 
 from kubetrain.cluster import (
     JOIN_TOKEN_COMMAND,
+    AnyStep,
     ClusterReport,
     ClusterStepError,
     Command,
@@ -62,6 +63,13 @@ def inventory(tmp_path: Path) -> Inventory:
     return parse_inventory(data, Path("/srv/kubetrain/inventory.yaml"))
 
 
+def step_named(steps: tuple[AnyStep, ...], name: str) -> Step:
+    """The check-then-apply step called name."""
+    (step,) = [s for s in steps if s.name == name]
+    assert isinstance(step, Step), f"{name} is a {type(step).__name__}, not a check-then-apply"
+    return step
+
+
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if os.environ.get("KUBETRAIN_UPDATE_GOLDEN") == "1":
@@ -84,7 +92,7 @@ def test_golden_control_plane_plan(inventory):
 def test_golden_join_plan(inventory):
     worker = inventory.workers[0]
     join = parse_join_command(REAL_JOIN_OUTPUT)
-    steps = (*join_steps(worker, join), nodes_ready_step(inventory))
+    steps: tuple[AnyStep, ...] = (*join_steps(worker, join), nodes_ready_step(inventory))
     text = render_plan(worker, steps)
     check_golden("cluster-join.txt", text)
     assert "abcdef.0123456789abcdef" not in text
@@ -106,7 +114,7 @@ def test_sudo_hosts_get_sudo_n_sh_c_and_root_hosts_plain_commands(inventory):
 
 
 def test_user_kubeconfig_runs_sudo_inside_the_users_shell(inventory):
-    step = next(s for s in control_plane_steps(inventory) if s.name == "user-kubeconfig")
+    step = step_named(control_plane_steps(inventory), "user-kubeconfig")
     # $HOME and id must expand in the SSH user's shell, not root's.
     assert step.apply[1].wire(inventory.control_plane).startswith("sudo -n install -m 0600")
     assert '"$HOME/.kube/config"' in step.apply[1].text
@@ -123,10 +131,10 @@ def test_pod_cidr_is_written_into_the_flannel_manifest(inventory, tmp_path):
         "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
     }
     custom = parse_inventory(inventory_data, tmp_path / "inv.yaml")
-    steps = {s.name: s for s in control_plane_steps(custom)}
-    assert "--pod-network-cidr=10.32.0.0/16" in steps["kubeadm-init"].apply[0].text
-    assert '"Network": "10.32.0.0/16"' in steps["cni"].apply[0].text
-    repo = {s.name: s for s in prepare_steps(custom)}["kubernetes-apt-repo"]
+    steps = control_plane_steps(custom)
+    assert "--pod-network-cidr=10.32.0.0/16" in step_named(steps, "kubeadm-init").apply[0].text
+    assert '"Network": "10.32.0.0/16"' in step_named(steps, "cni").apply[0].text
+    repo = step_named(prepare_steps(custom), "kubernetes-apt-repo")
     assert "/v1.30/deb/" in repo.check.text
 
 

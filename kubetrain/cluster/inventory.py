@@ -1,0 +1,408 @@
+"""The inventory: the YAML file an operator writes, validated once before any SSH connection.
+
+`InventorySpec` (pydantic) is the file as written. `Inventory` adds what the file alone does not
+say: each `Host` with its effective SSH settings (its own overrides over the `ssh:` defaults,
+key and known_hosts resolved against the file's folder and checked readable), because the SSH
+layer and the runner need one complete connection record per host while the file keeps
+overrides optional.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kubetrain.cluster.errors import InventoryError
+from kubetrain.ssh import KeySource, SshEndpoint
+
+DEFAULT_POD_CIDR = "10.244.0.0/16"  # flannel's manifest default
+DEFAULT_PACKAGE_REPOSITORY = "https://pkgs.k8s.io/core:/stable:"
+
+_NODE_NAME = re.compile(
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
+_HOSTNAME = re.compile(
+    r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+)
+_MINOR_VERSION = re.compile(r"^v?(1)\.(\d{1,3})$")
+_CNI_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
+
+
+class KeyConfig(BaseModel):
+    """Where the SSH private key comes from: exactly one of path, env_var, secret_block."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None
+    env_var: str | None = None
+    secret_block: str | None = None
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+
+
+class SshDefaults(BaseModel):
+    """SSH settings every host inherits unless it overrides them."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str = "ubuntu"
+    port: int = Field(default=22, ge=1, le=65535)
+    sudo: bool = True
+    key: KeyConfig = Field(default_factory=lambda: KeyConfig(path="~/.ssh/id_ed25519"))
+    known_hosts: str = "~/.ssh/known_hosts"
+    connect_timeout: float = Field(default=15.0, gt=0)
+    command_timeout: float = Field(default=900.0, gt=0)
+    check_timeout: float = Field(default=60.0, gt=0)
+
+
+class HostSpec(BaseModel):
+    """One machine: its Kubernetes node name, SSH address, and optional SSH overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    address: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    sudo: bool | None = None
+    key: KeyConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _node_name(cls, value: str) -> str:
+        if not _NODE_NAME.fullmatch(value) or len(value) > 253:
+            raise ValueError(
+                f"{value!r} is not a valid Kubernetes node name: use lower-case letters, digits, "
+                "'-' and '.', starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(value):
+                raise ValueError(f"{value!r} is neither an IP address nor a host name") from None
+        return value
+
+
+class ControlPlaneSpec(HostSpec):
+    """The control-plane host; advertise_address defaults to its address."""
+
+    advertise_address: str | None = None
+
+    @field_validator("advertise_address")
+    @classmethod
+    def _advertise(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an IP address; kubeadm advertises the API server on an IP"
+                ) from None
+        return value
+
+
+class CniSpec(BaseModel):
+    """The pod network add-on, pinned to a release."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["flannel"] = "flannel"
+    version: str = "v0.26.1"
+    manifest_url: str | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _CNI_VERSION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a release tag like v0.26.1")
+        return value
+
+
+class WaitSpec(BaseModel):
+    """How long to wait for nodes and system pods to become Ready, and how often to look."""
+
+    model_config = ConfigDict(extra="forbid")
+    timeout: float = Field(default=600.0, gt=0)
+    interval: float = Field(default=5.0, gt=0)
+
+
+class InventorySpec(BaseModel):
+    """The inventory file as written by the operator."""
+
+    model_config = ConfigDict(extra="forbid")
+    kubernetes_version: str
+    pod_network_cidr: str = DEFAULT_POD_CIDR
+    cni: CniSpec = Field(default_factory=CniSpec)
+    package_repository: str = DEFAULT_PACKAGE_REPOSITORY
+    kubeconfig_path: str = "kubeconfig"
+    ssh: SshDefaults = Field(default_factory=SshDefaults)
+    control_plane: ControlPlaneSpec
+    workers: list[HostSpec] = Field(default_factory=list)
+    wait: WaitSpec = Field(default_factory=WaitSpec)
+    purge_packages: bool = False
+
+    @field_validator("kubernetes_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, float | int):
+            raise ValueError(
+                f"got the number {value!r}; YAML reads 1.30 as 1.3: quote the version, "
+                'e.g. kubernetes_version: "1.31"'
+            )
+        if not isinstance(value, str):
+            return value
+        match = _MINOR_VERSION.fullmatch(value.strip())
+        if not match or int(match.group(2)) < 24:
+            raise ValueError(
+                f"{value!r} is not a supported Kubernetes minor version: write it like "
+                '"1.31" (1.24 or newer; the package repository has one channel per minor)'
+            )
+        return f"1.{int(match.group(2))}"
+
+    @field_validator("pod_network_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as error:
+            raise ValueError(
+                f"{value!r} is not a valid network in CIDR notation ({error}); "
+                f"e.g. {DEFAULT_POD_CIDR}"
+            ) from None
+        if network.version != 4 or network.prefixlen > 22:
+            raise ValueError(
+                f"{value!r} is too small or not IPv4: flannel gives each node a /24, so use an "
+                f"IPv4 network of /22 or larger, e.g. {DEFAULT_POD_CIDR}"
+            )
+        return str(network)
+
+    @field_validator("package_repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError(f"{value!r} must be an https:// URL")
+        return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host with every SSH setting resolved (defaults applied, paths absolute)."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    sudo: bool
+    key: KeySource
+    known_hosts: Path
+    connect_timeout: float
+    command_timeout: float
+    check_timeout: float
+    role: Literal["control-plane", "worker"]
+
+    @property
+    def label(self) -> str:
+        """name (address), for messages."""
+        return f"{self.name} ({self.address})"
+
+    def endpoint(self) -> SshEndpoint:
+        """The kubetrain/ssh endpoint for this host."""
+        return SshEndpoint(
+            host=self.address,
+            user=self.user,
+            key=self.key,
+            known_hosts=self.known_hosts,
+            port=self.port,
+            connect_timeout=self.connect_timeout,
+        )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A validated inventory: the file's settings (spec) and its hosts, resolved."""
+
+    source: Path
+    spec: InventorySpec
+    control_plane: Host
+    workers: tuple[Host, ...]
+    advertise_address: str
+    kubeconfig_path: Path
+
+    @property
+    def hosts(self) -> tuple[Host, ...]:
+        """Control plane first, then the workers in inventory order."""
+        return (self.control_plane, *self.workers)
+
+    def host(self, name: str) -> Host:
+        """The host with this node name."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+
+def _format_validation(path: Path, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "required but missing"
+            if loc == "control_plane":
+                message += " (add a control_plane host with name and address)"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown setting (a typo?); see infra/inventory.example.yaml"
+        elif item["type"] == "literal_error" and loc.endswith("cni.name"):
+            message = f"unknown CNI {item.get('input')!r}: supported: flannel"
+        lines.append(f"  {loc}: {message}")
+    return f"inventory {path} is invalid:\n" + "\n".join(lines)
+
+
+def _resolve_path(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _key_source(key: KeyConfig, source: Path, where: str) -> KeySource:
+    base = source.parent
+    chosen = [n for n in ("path", "env_var", "secret_block") if getattr(key, n)]
+    if len(chosen) != 1:
+        raise InventoryError(
+            f"inventory {source}: {where}.key: set exactly one of path, env_var or secret_block "
+            f"(got {', '.join(chosen) or 'none'})"
+        )
+    path = _resolve_path(key.path, base) if key.path else None
+    if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+        raise InventoryError(
+            f"inventory {source}: {where}.key.path: SSH private key {path} is missing or "
+            "unreadable; point it at a readable key file (chmod 600, owned by you)"
+        )
+    if key.env_var and not os.environ.get(key.env_var, "").strip():
+        raise InventoryError(
+            f"inventory {source}: {where}.key.env_var: environment variable {key.env_var} is "
+            "unset or empty; export it with the private key text"
+        )
+    passphrase_file = _resolve_path(key.passphrase_file, base) if key.passphrase_file else None
+    if passphrase_file is not None and not os.access(passphrase_file, os.R_OK):
+        raise InventoryError(
+            f"inventory {source}: {where}.key.passphrase_file: {passphrase_file} is missing or "
+            "unreadable"
+        )
+    return KeySource(
+        path=path,
+        env_var=key.env_var,
+        secret_block=key.secret_block,
+        passphrase_env=key.passphrase_env,
+        passphrase_file=passphrase_file,
+    )
+
+
+def parse_inventory(data: Any, source: Path) -> Inventory:
+    """Validate inventory data (already parsed YAML); relative paths are relative to source."""
+    if not isinstance(data, dict):
+        raise InventoryError(
+            f"inventory {source} must be a YAML mapping with kubernetes_version, control_plane "
+            "and workers; see infra/inventory.example.yaml"
+        )
+    try:
+        model = InventorySpec.model_validate(data)
+    except ValidationError as error:
+        raise InventoryError(_format_validation(source, error)) from None
+    base = source.parent
+    known_hosts = _resolve_path(model.ssh.known_hosts, base)
+    if not (known_hosts.is_file() and os.access(known_hosts, os.R_OK)):
+        raise InventoryError(
+            f"inventory {source}: ssh.known_hosts {known_hosts} is missing or unreadable; "
+            "create it with each host's verified key (ssh-keyscan, then compare fingerprints)"
+        )
+    default_key = _key_source(model.ssh.key, source, "ssh")
+
+    def resolve(spec: HostSpec, role: Literal["control-plane", "worker"], where: str) -> Host:
+        return Host(
+            name=spec.name,
+            address=spec.address,
+            port=spec.port or model.ssh.port,
+            user=spec.user or model.ssh.user,
+            sudo=model.ssh.sudo if spec.sudo is None else spec.sudo,
+            key=_key_source(spec.key, source, where) if spec.key else default_key,
+            known_hosts=known_hosts,
+            connect_timeout=model.ssh.connect_timeout,
+            command_timeout=model.ssh.command_timeout,
+            check_timeout=model.ssh.check_timeout,
+            role=role,
+        )
+
+    control_plane = resolve(model.control_plane, "control-plane", "control_plane")
+    workers = tuple(
+        resolve(spec, "worker", f"workers.{index}") for index, spec in enumerate(model.workers)
+    )
+    hosts = (control_plane, *workers)
+    seen_names: dict[str, str] = {}
+    seen_addresses: dict[tuple[str, int], str] = {}
+    for host in hosts:
+        if host.name in seen_names:
+            raise InventoryError(
+                f"inventory {source}: duplicate node name {host.name!r}; every host needs its "
+                "own name"
+            )
+        seen_names[host.name] = host.address
+        where = (host.address.lower(), host.port)
+        if where in seen_addresses:
+            raise InventoryError(
+                f"inventory {source}: duplicate address {host.address}:{host.port} "
+                f"(hosts {seen_addresses[where]!r} and {host.name!r}); each host must be a "
+                "different machine"
+            )
+        seen_addresses[where] = host.name
+    advertise = model.control_plane.advertise_address or model.control_plane.address
+    try:
+        ipaddress.ip_address(advertise)
+    except ValueError:
+        raise InventoryError(
+            f"inventory {source}: control_plane.address {advertise!r} is a host name; set "
+            "control_plane.advertise_address to the IP the API server should listen on"
+        ) from None
+    network = ipaddress.ip_network(model.pod_network_cidr)
+    for host in hosts:
+        try:
+            inside = ipaddress.ip_address(host.address) in network
+        except ValueError:
+            inside = False
+        if inside:
+            raise InventoryError(
+                f"inventory {source}: pod_network_cidr {network} contains host {host.label}'s "
+                "address; pick a pod network that does not overlap the node network"
+            )
+    return Inventory(
+        source=source,
+        spec=model,
+        control_plane=control_plane,
+        workers=workers,
+        advertise_address=advertise,
+        kubeconfig_path=_resolve_path(model.kubeconfig_path, base),
+    )
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read and validate an inventory YAML file; every problem is an InventoryError."""
+    source = Path(path).expanduser().resolve()
+    try:
+        text = source.read_text()
+    except OSError as error:
+        raise InventoryError(
+            f"cannot read inventory {source}: {error.strerror}; pass --inventory FILE "
+            "(see infra/inventory.example.yaml)"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InventoryError(f"inventory {source} is not valid YAML: {error}") from None
+    return parse_inventory(data, source)

@@ -1,0 +1,377 @@
+"""The step catalogues: what prepare, control plane, join and teardown do on a host.
+
+Pure functions of the inventory (no I/O), so a plan can be printed and reviewed without any
+machine (see render_plan; tests/golden holds one per phase).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from kubetrain.cluster.inventory import DEFAULT_POD_CIDR, Host, Inventory
+from kubetrain.cluster.join import JoinCommand
+from kubetrain.cluster.steps import AnyStep, Command, FetchStep, Step, WaitStep
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBECTL = f"kubectl --kubeconfig={ADMIN_CONF} --request-timeout=10s"
+FLANNEL_MANIFEST_URL = (
+    "https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml"
+)
+KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
+APT_LIST = "/etc/apt/sources.list.d/kubernetes.list"
+KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
+MODULES = ("overlay", "br_netfilter")
+SYSCTLS = (
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "net.ipv4.ip_forward",
+)
+# Fresh cloud VMs run unattended-upgrades at first boot: wait for the dpkg lock, don't fail.
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300"
+
+
+def _sudo_prefix(host: Host) -> str:
+    return "sudo -n " if host.sudo else ""
+
+
+def _printf(content: str) -> str:
+    # One line in the plan: printf expands the \n escapes (the content has no % or \).
+    return f"printf {shlex.quote(content.replace(chr(10), chr(92) + 'n'))}"
+
+
+def _file_is(path: str, content: str) -> str:
+    return f"{_printf(content)} | cmp -s - {path}"
+
+
+def _write_file(path: str, content: str) -> str:
+    return f"mkdir -p {posix_dirname(path)} && {_printf(content)} > {path}"
+
+
+def posix_dirname(path: str) -> str:
+    """The directory part of a POSIX path."""
+    return path.rsplit("/", 1)[0] or "/"
+
+
+# A non-comment fstab line whose third field is "swap".
+_FSTAB_SWAP = r"^[[:space:]]*[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]"
+
+
+def prepare_steps(inventory: Inventory) -> tuple[Step, ...]:
+    """The node preparation steps, the same on every host (control plane and workers)."""
+    minor = inventory.spec.kubernetes_version
+    modules_conf = "".join(f"{name}\n" for name in MODULES)
+    sysctl_conf = "".join(f"{name} = 1\n" for name in SYSCTLS)
+    repo_url = f"{inventory.spec.package_repository}/v{minor}/deb/"
+    deb_line = f"deb [signed-by={KEYRING}] {repo_url} /"
+    packages = " ".join(KUBE_PACKAGES)
+    version_pattern = "^install ok installed " + minor.replace(".", r"\.") + r"\."
+    return (
+        Step(
+            name="swap-off",
+            summary="swap off now and commented out in /etc/fstab (the kubelet refuses swap)",
+            check=Command(
+                f"! swapon --show --noheadings | grep -q . && ! grep -Eq '{_FSTAB_SWAP}' /etc/fstab"
+            ),
+            apply=(
+                Command("swapoff -a"),
+                Command(f"sed -Ei 's@({_FSTAB_SWAP}.*)$@# \\1@' /etc/fstab"),
+            ),
+        ),
+        Step(
+            name="kernel-modules",
+            summary="overlay and br_netfilter loaded and listed in /etc/modules-load.d/k8s.conf",
+            check=Command(
+                _file_is("/etc/modules-load.d/k8s.conf", modules_conf)
+                + "".join(f" && [ -d /sys/module/{name} ]" for name in MODULES)
+            ),
+            apply=(
+                Command(_write_file("/etc/modules-load.d/k8s.conf", modules_conf)),
+                *(Command(f"modprobe {name}") for name in MODULES),
+            ),
+        ),
+        Step(
+            name="sysctl",
+            summary="bridge netfilter and IP forwarding on, persisted in /etc/sysctl.d/k8s.conf",
+            check=Command(
+                _file_is("/etc/sysctl.d/k8s.conf", sysctl_conf)
+                + "".join(f' && [ "$(sysctl -n {name})" = 1 ]' for name in SYSCTLS)
+            ),
+            apply=(
+                Command(_write_file("/etc/sysctl.d/k8s.conf", sysctl_conf)),
+                # Only our file: `sysctl --system` fails on any other file's unknown keys.
+                Command("sysctl -p /etc/sysctl.d/k8s.conf"),
+            ),
+        ),
+        Step(
+            name="containerd",
+            summary="containerd installed, systemd cgroup driver, enabled and running",
+            check=Command(
+                "dpkg-query -W -f='${Status}' containerd 2>/dev/null"
+                " | grep -qx 'install ok installed'"
+                " && grep -Eq '^[[:space:]]*SystemdCgroup = true' /etc/containerd/config.toml"
+                " && systemctl is-enabled --quiet containerd"
+                " && systemctl is-active --quiet containerd"
+            ),
+            apply=(
+                Command(f"{APT} update"),
+                Command(f"{APT} install -y containerd"),
+                Command(
+                    "mkdir -p /etc/containerd && "
+                    "containerd config default > /etc/containerd/config.toml"
+                ),
+                Command(
+                    r"sed -Ei 's/^([[:space:]]*SystemdCgroup = )false/\1true/' "
+                    "/etc/containerd/config.toml"
+                ),
+                Command("systemctl restart containerd"),
+                Command("systemctl enable containerd"),
+            ),
+        ),
+        Step(
+            name="kubernetes-apt-repo",
+            summary=f"the Kubernetes v{minor} package repository and its signing key",
+            check=Command(f"[ -s {KEYRING} ] && grep -qxF {shlex.quote(deb_line)} {APT_LIST}"),
+            apply=(
+                Command(f"{APT} update"),
+                Command(f"{APT} install -y apt-transport-https ca-certificates curl gpg"),
+                Command("mkdir -p -m 755 /etc/apt/keyrings"),
+                Command(
+                    f"curl -fsSL --retry 3 -o {KEYRING}.asc {repo_url}Release.key"
+                    f" && gpg --batch --yes --dearmor -o {KEYRING} {KEYRING}.asc"
+                    f" && rm -f {KEYRING}.asc"
+                ),
+                Command(f"echo {shlex.quote(deb_line)} > {APT_LIST}"),
+                Command(f"{APT} update"),
+            ),
+        ),
+        Step(
+            name="kubernetes-packages",
+            summary=f"{', '.join(KUBE_PACKAGES)} {minor}.x installed and held",
+            check=Command(
+                "[ \"$(dpkg-query -W -f='${Status} ${Version}\\n' "
+                f"{packages} 2>/dev/null | grep -c '{version_pattern}')\" = 3 ]"
+                f" && [ \"$(apt-mark showhold | grep -cxE '{'|'.join(KUBE_PACKAGES)}')\" = 3 ]"
+            ),
+            apply=(
+                Command(f"{APT} install -y {packages}"),
+                Command(f"apt-mark hold {packages}"),
+            ),
+        ),
+        Step(
+            name="kubelet-enabled",
+            summary="kubelet enabled (it restarts in a loop until kubeadm configures it)",
+            check=Command("systemctl is-enabled --quiet kubelet"),
+            apply=(Command("systemctl enable --now kubelet"),),
+        ),
+    )
+
+
+def _ready_probe(system_pods: bool) -> Command:
+    jsonpath = (
+        '\'{range .items[*]}{.metadata.name}{"="}'
+        '{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}\''
+    )
+    text = f"{KUBECTL} get nodes -o jsonpath={jsonpath}"
+    if system_pods:
+        text += f" && echo --- && {KUBECTL} -n kube-system get pods -o jsonpath={jsonpath}"
+    return Command(text)
+
+
+def control_plane_check(inventory: Inventory) -> Step:
+    """Only the check of kubeadm-init: is the control plane up with this node registered?"""
+    name = inventory.control_plane.name
+    return Step(
+        name="kubeadm-init",
+        summary="kubeadm init: the control plane is up and this node is registered",
+        check=Command(f"[ -f {ADMIN_CONF} ] && {KUBECTL} get node {name} -o name"),
+    )
+
+
+def control_plane_steps(inventory: Inventory) -> tuple[AnyStep, ...]:
+    """kubeadm init, the user's kubeconfig, its copy for the operator, the CNI, and readiness."""
+    host = inventory.control_plane
+    sudo = _sudo_prefix(host)
+    cni = inventory.spec.cni
+    manifest_url = cni.manifest_url or FLANNEL_MANIFEST_URL.format(version=cni.version)
+    marker = f"{cni.name} {cni.version} {inventory.spec.pod_network_cidr}"
+    return (
+        Step(
+            name="kubeadm-init",
+            summary="kubeadm init: the control plane is up and this node is registered",
+            check=control_plane_check(inventory).check,
+            apply=(
+                Command(
+                    f"kubeadm init --apiserver-advertise-address={inventory.advertise_address}"
+                    f" --node-name={host.name} --pod-network-cidr={inventory.spec.pod_network_cidr}"
+                ),
+            ),
+        ),
+        Step(
+            name="user-kubeconfig",
+            summary=f"admin kubeconfig at ~{host.user}/.kube/config (mode 0600)",
+            check=Command(f'{sudo}cmp -s {ADMIN_CONF} "$HOME/.kube/config"', sudo=False),
+            apply=(
+                Command('mkdir -p "$HOME/.kube" && chmod 700 "$HOME/.kube"', sudo=False),
+                Command(
+                    f'{sudo}install -m 0600 -o "$(id -u)" -g "$(id -g)" {ADMIN_CONF}'
+                    ' "$HOME/.kube/config"',
+                    sudo=False,
+                ),
+            ),
+        ),
+        FetchStep(
+            name="fetch-kubeconfig",
+            summary=f"kubeconfig copied over SFTP to {inventory.kubeconfig_path} (mode 0600)",
+            remote_path=".kube/config",
+            local_path=inventory.kubeconfig_path,
+        ),
+        Step(
+            name="cni",
+            summary=f"{cni.name} {cni.version} for pod network {inventory.spec.pod_network_cidr}",
+            check=Command(
+                f'[ "$({KUBECTL} -n kube-flannel get daemonset kube-flannel-ds'
+                " -o jsonpath='{.metadata.annotations.kubetrain\\.io/cni}')\" = "
+                f"{shlex.quote(marker)} ]"
+            ),
+            apply=(
+                Command(
+                    f'f=$(mktemp) && curl -fsSL --retry 3 -o "$f" {manifest_url}'
+                    f' && sed -i \'s@"Network": "{DEFAULT_POD_CIDR}"@"Network":'
+                    f' "{inventory.spec.pod_network_cidr}"@\' "$f"'
+                    f' && {KUBECTL} apply -f "$f"; rc=$?; rm -f "$f"; exit $rc'
+                ),
+                Command(
+                    f"{KUBECTL} -n kube-flannel annotate --overwrite daemonset kube-flannel-ds"
+                    f" {shlex.quote('kubetrain.io/cni=' + marker)}"
+                ),
+            ),
+        ),
+        WaitStep(
+            name="control-plane-ready",
+            summary=f"node {host.name} and every kube-system pod Ready",
+            probe=_ready_probe(system_pods=True),
+            nodes=(host.name,),
+            system_pods=True,
+        ),
+    )
+
+
+def join_steps(host: Host, join: JoinCommand | None) -> tuple[Step, ...]:
+    """The join step for one worker; without a join command the plan shows a placeholder."""
+    join_command = (
+        join.command(host.name)
+        if join is not None
+        else Command(
+            "kubeadm join <control-plane>:6443 --token <fresh token> "
+            f"--discovery-token-ca-cert-hash sha256:<ca hash> --node-name={host.name}"
+        )
+    )
+    return (
+        Step(
+            name="kubeadm-join",
+            summary="joined: the kubelet has its cluster credentials",
+            check=Command("[ -f /etc/kubernetes/kubelet.conf ]"),
+            apply=(
+                # A failed join leaves files that make the next join's preflight fail; this
+                # host has no kubelet.conf, so it holds no cluster state worth keeping.
+                Command(
+                    "if [ -e /etc/kubernetes/bootstrap-kubelet.conf ] "
+                    "|| [ -e /etc/kubernetes/pki/ca.crt ]; then kubeadm reset -f; fi"
+                ),
+                join_command,
+            ),
+        ),
+    )
+
+
+def nodes_ready_step(inventory: Inventory) -> WaitStep:
+    """Wait (on the control plane) until every inventory node is Ready."""
+    names = tuple(host.name for host in inventory.hosts)
+    return WaitStep(
+        name="nodes-ready",
+        summary=f"nodes {', '.join(names)} Ready",
+        probe=_ready_probe(system_pods=False),
+        nodes=names,
+    )
+
+
+def teardown_steps(inventory: Inventory, purge_packages: bool) -> tuple[Step, ...]:
+    """kubeadm reset, CNI and kubeconfig files removed, packages purged when asked."""
+    steps = [
+        Step(
+            name="kubeadm-reset",
+            summary="kubeadm reset -f: no kubelet credentials, manifests, certificates or etcd",
+            check=Command(
+                " && ".join(
+                    f"[ ! -e {path} ]"
+                    for path in (
+                        "/etc/kubernetes/kubelet.conf",
+                        "/etc/kubernetes/bootstrap-kubelet.conf",
+                        ADMIN_CONF,
+                        "/etc/kubernetes/manifests/kube-apiserver.yaml",
+                        "/etc/kubernetes/pki/ca.crt",
+                    )
+                )
+            ),
+            apply=(Command("kubeadm reset -f"),),
+        ),
+        Step(
+            name="cni-files",
+            summary="CNI configuration and state removed (kubeadm reset leaves them)",
+            check=Command("[ ! -e /etc/cni/net.d ] && [ ! -e /var/lib/cni ]"),
+            apply=(Command("rm -rf /etc/cni/net.d /var/lib/cni"),),
+        ),
+        Step(
+            name="user-kubeconfig-removed",
+            summary="the SSH user's ~/.kube/config removed",
+            check=Command('[ ! -e "$HOME/.kube/config" ]', sudo=False),
+            apply=(Command('rm -f "$HOME/.kube/config"', sudo=False),),
+        ),
+    ]
+    if purge_packages:
+        all_packages = (*KUBE_PACKAGES, "containerd")
+        steps.append(
+            Step(
+                name="packages-purged",
+                summary=f"{', '.join(all_packages)} purged, Kubernetes repository removed",
+                check=Command(
+                    f"! dpkg-query -W -f='${{Status}}' {' '.join(all_packages)} 2>/dev/null"
+                    f" | grep -q 'ok installed' && [ ! -e {APT_LIST} ]"
+                ),
+                apply=(
+                    # Preparatory only: a purge of a still-held package fails loudly anyway.
+                    Command(f"apt-mark unhold {' '.join(KUBE_PACKAGES)} 2>/dev/null || true"),
+                    Command(f"{APT} purge -y {' '.join(all_packages)}"),
+                    Command(f"{APT} autoremove -y"),
+                    Command(f"rm -f {APT_LIST} {KEYRING}"),
+                ),
+            )
+        )
+    return tuple(steps)
+
+
+def render_plan(host: Host, steps: Sequence[AnyStep]) -> str:
+    """A readable, exact plan for one host: each step's check and apply commands.
+
+    `[sudo]` marks a command sent as `sudo -n sh -c '<command>'` (see Command.wire).
+    """
+    lines = [f"# host {host.label} as {host.user}, role {host.role}"]
+    for step in steps:
+        lines.append(f"## {step.name}: {step.summary}")
+        match step:
+            case FetchStep():
+                lines.append(f"fetch: sftp {host.user}@{host.address}:~/{step.remote_path}")
+                lines.append(f"   to: {step.local_path} (mode 0600)")
+            case WaitStep():
+                lines.append(f"poll{_sudo_mark(step.probe, host)}: {step.probe.shown()}")
+            case Step():
+                lines.append(f"check{_sudo_mark(step.check, host)}: {step.check.shown()}")
+                lines.extend(
+                    f"apply{_sudo_mark(command, host)}: {command.shown()}" for command in step.apply
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _sudo_mark(command: Command, host: Host) -> str:
+    return " [sudo]" if command.sudo and host.sudo else ""
