@@ -53,6 +53,53 @@ def posix_dirname(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
+# containerd's config per version (docs/cri/config.md and docs/PLUGINS.md at
+# https://github.com/containerd/containerd): 1.x writes version 2 with the CRI plugin at
+# plugins."io.containerd.grpc.v1.cri"; 2.x writes version 3 with the runtime settings at
+# plugins.'io.containerd.cri.v1.runtime', and its default no longer lists SystemdCgroup, so a
+# sed of "SystemdCgroup = false" edits nothing there. CNI: 1.7 and 2.0 read cni.bin_dir; 2.1
+# deprecated it for the list cni.bin_dirs (removal planned for 2.3; see containerd's
+# RELEASES.md, "Deprecated features"). Distribution packages may default it to /usr/lib/cni,
+# while flannel and kubernetes-cni install plugins into /opt/cni/bin.
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CNI_BIN_DIR = "/opt/cni/bin"
+_RUNC_OPTIONS = {
+    # sed regexes of each version's runc options table header ("." stands for the quote).
+    version: rf"^[[:space:]]*\[plugins\..{plugin}.\.containerd\.runtimes\.runc\.options\]"
+    for version, plugin in (
+        (2, r"io\.containerd\.grpc\.v1\.cri"),
+        (3, r"io\.containerd\.cri\.v1\.runtime"),
+    )
+}
+# Passes when the effective config (`containerd config dump`) has SystemdCgroup = true in the
+# runc options table and /opt/cni/bin as the CNI bin dir, whichever version's names it uses.
+_CONTAINERD_EFFECTIVE = (
+    "awk '/^[[:space:]]*\\[/ {t = $0}"
+    " t ~ /runtimes\\.runc\\.options\\]/ && /^[[:space:]]*SystemdCgroup = true/ {c = 1}"
+    " t ~ /\\.cni\\]/ && /^[[:space:]]*bin_dirs? = .*\\/opt\\/cni\\/bin/ {b = 1}"
+    " END {exit !(c && b)}'"
+)
+
+
+def _containerd_edits() -> tuple[Command, ...]:
+    """Edits of the freshly written default config: systemd cgroups, the CNI bin dir."""
+    set_systemd = " else ".join(
+        f"sed -i '/{_RUNC_OPTIONS[version]}/a SystemdCgroup = true' {CONTAINERD_CONFIG};"
+        for version in (3, 2)
+    )
+    return (
+        Command(f"sed -Ei '/^[[:space:]]*SystemdCgroup[[:space:]]*=/d' {CONTAINERD_CONFIG}"),
+        Command(f"if grep -qx 'version = 3' {CONTAINERD_CONFIG}; then {set_systemd} fi"),
+        # Whichever key the installed version writes: bin_dir (a path) or bin_dirs (a list).
+        Command(
+            "sed -Ei"
+            f" -e 's@^([[:space:]]*bin_dir = ).*@\\1\"{CNI_BIN_DIR}\"@'"
+            f" -e 's@^([[:space:]]*bin_dirs = ).*@\\1[\"{CNI_BIN_DIR}\"]@'"
+            f" {CONTAINERD_CONFIG}"
+        ),
+    )
+
+
 # A non-comment fstab line whose third field is "swap".
 _FSTAB_SWAP = r"^[[:space:]]*[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]"
 
@@ -105,11 +152,11 @@ def prepare_steps(inventory: Inventory) -> tuple[Step, ...]:
         ),
         Step(
             name="containerd",
-            summary="containerd installed, systemd cgroup driver, enabled and running",
+            summary="containerd installed, systemd cgroup driver, CNI plugins from /opt/cni/bin",
             check=Command(
                 "dpkg-query -W -f='${Status}' containerd 2>/dev/null"
                 " | grep -qx 'install ok installed'"
-                " && grep -Eq '^[[:space:]]*SystemdCgroup = true' /etc/containerd/config.toml"
+                f" && containerd config dump 2>/dev/null | {_CONTAINERD_EFFECTIVE}"
                 " && systemctl is-enabled --quiet containerd"
                 " && systemctl is-active --quiet containerd"
             ),
@@ -117,13 +164,9 @@ def prepare_steps(inventory: Inventory) -> tuple[Step, ...]:
                 Command(f"{APT} update"),
                 Command(f"{APT} install -y containerd"),
                 Command(
-                    "mkdir -p /etc/containerd && "
-                    "containerd config default > /etc/containerd/config.toml"
+                    f"mkdir -p /etc/containerd && containerd config default > {CONTAINERD_CONFIG}"
                 ),
-                Command(
-                    r"sed -Ei 's/^([[:space:]]*SystemdCgroup = )false/\1true/' "
-                    "/etc/containerd/config.toml"
-                ),
+                *_containerd_edits(),
                 Command("systemctl restart containerd"),
                 Command("systemctl enable containerd"),
             ),

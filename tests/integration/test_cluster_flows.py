@@ -273,3 +273,44 @@ def test_init_failing_stops_before_any_worker_joins(hosts: StandinCluster):
         assert statuses(report, worker.name)["kubelet-enabled"] == "satisfied"
     assert statuses(report, "cp-1")["cni"] == "skipped"
     assert not hosts.kubeconfig_path.exists()
+
+
+# containerd 1.7 writes config version 2, 2.0 version 3 with cni.bin_dir, 2.1+ version 3 with
+# the list cni.bin_dirs (see tests/standins/standin.py for each default).
+CONTAINERD_RELEASES = {
+    "1.7": ("1.7.24-0ubuntu1~24.04.1", "io.containerd.grpc.v1.cri", "bin_dir"),
+    "2.0": ("2.0.5-0ubuntu1", "io.containerd.cri.v1.runtime", "bin_dir"),
+    "2.1": ("2.1.4-0ubuntu1", "io.containerd.cri.v1.runtime", "bin_dirs"),
+}
+
+
+@pytest.mark.parametrize("release", sorted(CONTAINERD_RELEASES))
+def test_containerd_gets_systemd_cgroup_and_cni_bin_dir_in_its_own_config_version(
+    tmp_path: Path, release: str
+):
+    import tomllib
+
+    from kubetrain.cluster import execute_host, load_inventory, prepare_steps
+
+    version, cri, bin_key = CONTAINERD_RELEASES[release]
+    with StandinCluster(tmp_path, workers=0) as hosts:
+        host = hosts.control_plane
+        host.offer("containerd", version)
+        inventory = load_inventory(hosts.write_inventory())
+        results = execute_host(
+            inventory.control_plane, prepare_steps(inventory), False, lambda _: None
+        )
+        assert {r.step: r.status for r in results}["containerd"] == "applied"
+        config = tomllib.loads((host.root / "etc/containerd/config.toml").read_text())
+        assert config["version"] == (2 if release == "1.7" else 3)
+        plugin = config["plugins"][cri]
+        assert plugin["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+        # The sudo stand-in maps /opt/cni into the host's fake root.
+        bin_dir = str(host.root / "opt/cni/bin")
+        assert plugin["cni"][bin_key] == ([bin_dir] if bin_key == "bin_dirs" else bin_dir)
+        assert host.calls_of("containerd", "config", "dump")
+
+        again = execute_host(
+            inventory.control_plane, prepare_steps(inventory), False, lambda _: None
+        )
+        assert {r.status for r in again} == {"satisfied"}

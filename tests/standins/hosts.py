@@ -77,6 +77,14 @@ class StandinHost:
         os.chmod(marker.parent, 0o777)  # noqa: S103
         os.chmod(marker, 0o666)  # noqa: S103
 
+    def offer(self, package: str, version: str) -> None:
+        """Make this host's distribution offer another version of package (e.g. containerd 2.x)."""
+        path = self.state / "offer" / package
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(version + "\n")
+        for item in (path.parent, path):
+            item.chmod(0o777 if item.is_dir() else 0o666)
+
     def seed_prepared(self, minor: str = "1.31") -> None:
         """Put the host in the state the prepare steps leave (as if prepared by hand earlier).
 
@@ -96,7 +104,12 @@ class StandinHost:
                     "net.ipv4.ip_forward",
                 )
             ),
-            "etc/containerd/config.toml": "version = 2\n      SystemdCgroup = true\n",
+            "etc/containerd/config.toml": (
+                'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n'
+                f'  bin_dir = "{root}/opt/cni/bin"\n'
+                '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+                "  SystemdCgroup = true\n"
+            ),
             KEYRING.lstrip("/"): "stand-in keyring",
             "etc/apt/sources.list.d/kubernetes.list": (
                 f"deb [signed-by={root}{KEYRING}] {DEFAULT_PACKAGE_REPOSITORY}/v{minor}/deb/ /\n"

@@ -173,6 +173,9 @@ def _repo_minor() -> str | None:
 
 
 def _candidate(package: str) -> str | None:
+    offered = STATE / "offer" / package  # a host whose distribution ships another version
+    if offered.exists():
+        return offered.read_text().strip()
     if package in DISTRO_PACKAGES:
         return DISTRO_PACKAGES[package]
     if package in KUBE_REPO_PACKAGES:
@@ -344,23 +347,113 @@ def systemctl(argv: list[str]) -> int:
     return code
 
 
-CONTAINERD_DEFAULT_CONFIG = """\
-version = 2
+# `containerd config default`, abridged to the tables the plans touch, per release line. 1.7
+# writes config version 2 under io.containerd.grpc.v1.cri; Debian and Ubuntu patch its CNI
+# bin_dir to /usr/lib/cni (flannel installs its plugin into /opt/cni/bin). 2.x writes version 3:
+# the CRI runtime settings moved to io.containerd.cri.v1.runtime, the runc options no longer
+# list SystemdCgroup, and 2.1 replaced cni.bin_dir with the list bin_dirs.
+CONTAINERD_1_7_DEFAULT = """\
+disabled_plugins = []
+imports = []
+oom_score = 0
 root = "/var/lib/containerd"
 state = "/run/containerd"
+version = 2
 
 [plugins]
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      BinaryName = ""
-      SystemdCgroup = false
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:3.8"
+
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "/etc/cni/net.d"
+      max_conf_num = 1
+
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes]
+
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+          runtime_type = "io.containerd.runc.v2"
+
+          [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+            BinaryName = ""
+            Root = ""
+            ShimCgroup = ""
+            SystemdCgroup = false
+"""
+CONTAINERD_2_DEFAULT = """\
+version = 3
+root = '/var/lib/containerd'
+state = '/run/containerd'
+temp = ''
+plugin_dir = ''
+disabled_plugins = []
+required_plugins = []
+oom_score = 0
+imports = []
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = 'registry.k8s.io/pause:3.10'
+
+  [plugins.'io.containerd.cri.v1.runtime']
+    enable_selinux = false
+
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes]
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+          runtime_type = 'io.containerd.runc.v2'
+          sandboxer = 'podsandbox'
+
+          [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+            BinaryName = ''
+            NoNewKeyring = false
+            Root = ''
+            ShimCgroup = ''
+
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      {bin_dir}
+      conf_dir = '/etc/cni/net.d'
+      max_conf_num = 1
 """
 
 
+def _containerd_default() -> str:
+    version = installed("containerd") or ""
+    major, _, rest = version.partition(".")
+    minor = int(rest.split(".")[0]) if rest[:1].isdigit() else 0
+    if major != "2":
+        return CONTAINERD_1_7_DEFAULT
+    bin_dir = "bin_dirs = ['/opt/cni/bin']" if minor >= 1 else "bin_dir = '/opt/cni/bin'"
+    return CONTAINERD_2_DEFAULT.replace("{bin_dir}", bin_dir)
+
+
 def containerd(argv: list[str]) -> int:
+    require_package_tool("containerd")
     if argv == ["config", "default"]:
-        sys.stdout.write(CONTAINERD_DEFAULT_CONFIG)
+        sys.stdout.write(_containerd_default())
+        return 0
+    if argv == ["config", "dump"]:
+        # The effective configuration: the file if there is one (it must parse), else defaults.
+        import tomllib
+
+        path = rooted("/etc/containerd/config.toml")
+        text = path.read_text() if path.exists() else _containerd_default()
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise Fail(
+                f"containerd: failed to load TOML from /etc/containerd/config.toml: {error}"
+            ) from None
+        sys.stdout.write(text)
         return 0
     raise Fail(f"containerd stand-in: unsupported arguments {argv}")
 

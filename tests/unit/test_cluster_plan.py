@@ -355,3 +355,44 @@ def test_connection_problems_name_the_host_and_step(inventory):
     assert (error.host, error.step, error.exit_code) == ("worker-1 (192.0.2.11)", "connect", None)
     assert "ssh ubuntu@192.0.2.11 -p 22" in str(error)
     assert "not a readable ed25519, ECDSA or RSA private key" in str(error)
+
+
+# -- containerd ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "ok"),
+    [
+        (
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+            "  SystemdCgroup = true\n"
+            '[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/opt/cni/bin"\n',
+            True,
+        ),
+        (
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n"
+            "  SystemdCgroup = true\n"
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = ['/opt/cni/bin']\n",
+            True,
+        ),
+        # The setting under another table (where a blind append lands) does not count.
+        (
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = ['/opt/cni/bin']\n"
+            "  SystemdCgroup = true\n",
+            False,
+        ),
+        (
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n"
+            "  SystemdCgroup = true\n"
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dir = '/usr/lib/cni'\n",
+            False,
+        ),
+    ],
+)
+def test_containerd_check_reads_the_effective_config_by_table(inventory, config, ok):
+    import subprocess
+
+    check = step_named(prepare_steps(inventory), "containerd").check.text
+    awk = check[check.index("awk '") : check.index(" && systemctl")]
+    done = subprocess.run(["sh", "-c", awk], input=config, text=True, check=False, timeout=10)
+    assert (done.returncode == 0) is ok
