@@ -39,6 +39,14 @@ from kubetrain.cluster import (
 from tasks.cluster import create_join_command, publish_cluster_report, run_host_steps
 
 
+def _load(inventory: str) -> Inventory:
+    """Load and validate the inventory; log its warnings (e.g. an unsupported version)."""
+    loaded = load_inventory(inventory)
+    for warning in loaded.warnings:
+        get_run_logger().warning("%s", warning)
+    return loaded
+
+
 def _run_on(
     report: ClusterReport,
     work: Sequence[tuple[Host, Sequence[AnyStep]]],
@@ -120,7 +128,7 @@ def bootstrap_cluster(
         work_pool: After a successful bootstrap, run the ensure-work-pool flow with the
             fetched kubeconfig.
     """
-    inv = load_inventory(inventory)
+    inv = _load(inventory)
     report = ClusterReport("bootstrap-cluster", dry_run)
     cp, workers = inv.control_plane, inv.workers
     control, verify = control_plane_steps(inv), (nodes_ready_step(inv),)
@@ -159,7 +167,7 @@ def join_workers(inventory: str, dry_run: bool = True) -> dict[str, Any]:
         dry_run: Only run the read-only checks and list what would run. Set to false to
             change the machines.
     """
-    inv = load_inventory(inventory)
+    inv = _load(inventory)
     report = ClusterReport("join-workers", dry_run)
     # Only a check, even when not a dry run: joining never initializes a control plane.
     looked = ClusterReport("join-workers", dry_run=True)
@@ -193,7 +201,7 @@ def teardown_cluster(
         purge_packages: Also purge kubelet, kubeadm, kubectl and containerd and remove the
             Kubernetes package repository. Empty means the inventory's purge_packages setting.
     """
-    inv = load_inventory(inventory)
+    inv = _load(inventory)
     purge = inv.spec.purge_packages if purge_packages is None else purge_packages
     report = ClusterReport("teardown-cluster", dry_run)
     steps = teardown_steps(inv, purge)

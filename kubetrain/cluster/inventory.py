@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kubetrain.cluster.errors import InventoryError
+from kubetrain.cluster.versions import DEFAULT_FLANNEL, DEFAULT_KUBERNETES, kubernetes_warning
 from kubetrain.ssh import KeySource, SshEndpoint
 
 DEFAULT_POD_CIDR = "10.244.0.0/16"  # flannel's manifest default
@@ -115,14 +116,14 @@ class CniSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: Literal["flannel"] = "flannel"
-    version: str = "v0.26.1"
+    version: str = DEFAULT_FLANNEL
     manifest_url: str | None = None
 
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
         if not _CNI_VERSION.fullmatch(value):
-            raise ValueError(f"{value!r} is not a release tag like v0.26.1")
+            raise ValueError(f"{value!r} is not a release tag like {DEFAULT_FLANNEL}")
         return value
 
 
@@ -155,7 +156,7 @@ class InventorySpec(BaseModel):
         if isinstance(value, float | int):
             raise ValueError(
                 f"got the number {value!r}; YAML reads 1.30 as 1.3: quote the version, "
-                'e.g. kubernetes_version: "1.31"'
+                f'e.g. kubernetes_version: "{DEFAULT_KUBERNETES}"'
             )
         if not isinstance(value, str):
             return value
@@ -163,7 +164,8 @@ class InventorySpec(BaseModel):
         if not match or int(match.group(2)) < 24:
             raise ValueError(
                 f"{value!r} is not a supported Kubernetes minor version: write it like "
-                '"1.31" (1.24 or newer; the package repository has one channel per minor)'
+                f'"{DEFAULT_KUBERNETES}" (1.24 or newer; the package repository has one channel '
+                "per minor)"
             )
         return f"1.{int(match.group(2))}"
 
@@ -235,6 +237,7 @@ class Inventory:
     workers: tuple[Host, ...]
     advertise_address: str
     kubeconfig_path: Path
+    warnings: tuple[str, ...] = ()
 
     @property
     def hosts(self) -> tuple[Host, ...]:
@@ -388,6 +391,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
         workers=workers,
         advertise_address=advertise,
         kubeconfig_path=_resolve_path(model.kubeconfig_path, base),
+        warnings=tuple(w for w in (kubernetes_warning(model.kubernetes_version),) if w),
     )
 
 

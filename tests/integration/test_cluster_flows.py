@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from flows.cluster import app, bootstrap_cluster, join_workers, teardown_cluster
 from kubetrain.cluster import ClusterRunError
+from kubetrain.cluster.versions import DEFAULT_FLANNEL, DEFAULT_KUBERNETES
 from tests.standins.hosts import StandinCluster
 
 pytestmark = pytest.mark.skipif(
@@ -131,7 +132,7 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
         assert "SystemdCgroup = true" in (host.root / "etc/containerd/config.toml").read_text()
         held = sorted(p.name for p in (host.state / "held").iterdir())
         assert held == ["kubeadm", "kubectl", "kubelet"]
-        assert (host.state / "dpkg" / "kubeadm").read_text().startswith("1.31.")
+        assert (host.state / "dpkg" / "kubeadm").read_text().startswith(f"{DEFAULT_KUBERNETES}.")
         assert (host.state / "systemd" / "kubelet.enabled").exists()
     cp = hosts.control_plane
     assert "kubectl" in cp.tools()
@@ -143,7 +144,9 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
             "--pod-network-cidr=10.244.0.0/16",
         ]
     ]
-    assert (hosts.cluster_state / "cni-annotation").read_text() == "flannel v0.26.1 10.244.0.0/16"
+    assert (
+        hosts.cluster_state / "cni-annotation"
+    ).read_text() == f"flannel {DEFAULT_FLANNEL} 10.244.0.0/16"
     # One fresh token per join phase: bootstrap (worker-1), then join-workers (worker-2).
     assert len(cp.calls_of("kubeadm", "token", "create")) == 2
     for worker in hosts.workers:

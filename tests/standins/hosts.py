@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from kubetrain.cluster.versions import DEFAULT_FLANNEL, DEFAULT_KUBERNETES
 from tests.sshd import Sshd
 
 STANDINS_DIR = Path(__file__).resolve().parent
@@ -85,7 +86,7 @@ class StandinHost:
         for item in (path.parent, path):
             item.chmod(0o777 if item.is_dir() else 0o666)
 
-    def seed_prepared(self, minor: str = "1.31") -> None:
+    def seed_prepared(self, minor: str = DEFAULT_KUBERNETES) -> None:
         """Put the host in the state the prepare steps leave (as if prepared by hand earlier).
 
         For tests about later phases: the flow's prepare checks then find nothing to do.
@@ -255,9 +256,9 @@ class StandinCluster:
             }
 
         return {
-            "kubernetes_version": "1.31",
+            "kubernetes_version": DEFAULT_KUBERNETES,
             "pod_network_cidr": "10.244.0.0/16",
-            "cni": {"name": "flannel", "version": "v0.26.1"},
+            "cni": {"name": "flannel", "version": DEFAULT_FLANNEL},
             "kubeconfig_path": str(self.kubeconfig_path),
             "ssh": {
                 "sudo": True,

@@ -637,7 +637,8 @@ def _kubeadm_init(argv: list[str]) -> int:
     _register_node(node)
     token = _new_token()
     print(
-        "[init] Using Kubernetes version: v1.31.4\n[preflight] Running pre-flight checks\n"
+        f"[init] Using Kubernetes version: v{str(installed('kubeadm')).split('-')[0]}\n"
+        "[preflight] Running pre-flight checks\n"
         "Your Kubernetes control-plane has initialized successfully!\n\n"
         "Then you can join any number of worker nodes by running the following on each as root:\n\n"
         f"kubeadm join {advertise}:6443 --token {token} \\\n"

@@ -52,7 +52,7 @@ def inventory(tmp_path: Path) -> Inventory:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")
     data = {
-        "kubernetes_version": "1.31",
+        "kubernetes_version": "1.36",
         "ssh": {"user": "ubuntu", "key": {"path": str(key)}, "known_hosts": str(known_hosts)},
         "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
         "workers": [
