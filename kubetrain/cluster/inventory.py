@@ -149,6 +149,7 @@ class InventorySpec(BaseModel):
     workers: list[HostSpec] = Field(default_factory=list)
     wait: WaitSpec = Field(default_factory=WaitSpec)
     purge_packages: bool = False
+    single_node: bool = False
 
     @field_validator("kubernetes_version", mode="before")
     @classmethod
@@ -343,6 +344,18 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
             role=role,
         )
 
+    if not model.workers and not model.single_node:
+        raise InventoryError(
+            f"inventory {source} has no workers: the control plane keeps its "
+            "node-role.kubernetes.io/control-plane:NoSchedule taint, so every pod would stay "
+            "Pending (Unschedulable). Add workers, or set single_node: true to run pods on the "
+            "control plane (the taint is then removed)"
+        )
+    if model.workers and model.single_node:
+        raise InventoryError(
+            f"inventory {source} sets single_node: true but lists workers; remove the workers "
+            "or the single_node setting"
+        )
     control_plane = resolve(model.control_plane, "control-plane", "control_plane")
     workers = tuple(
         resolve(spec, "worker", f"workers.{index}") for index, spec in enumerate(model.workers)

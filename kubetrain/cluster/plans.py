@@ -231,6 +231,22 @@ def control_plane_check(inventory: Inventory) -> Step:
     )
 
 
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+
+
+def _schedulable_control_plane(node: str) -> Step:
+    """One node: remove the control-plane NoSchedule taint, or no pod is ever scheduled."""
+    return Step(
+        name="control-plane-schedulable",
+        summary=f"single node: {node} accepts pods (no {CONTROL_PLANE_TAINT} taint)",
+        check=Command(
+            f"t=$({KUBECTL} get node {node} -o jsonpath='{{.spec.taints[*].key}}')"
+            f" && ! printf '%s\\n' $t | grep -qxF {CONTROL_PLANE_TAINT}"
+        ),
+        apply=(Command(f"{KUBECTL} taint nodes {node} {CONTROL_PLANE_TAINT}:NoSchedule-"),),
+    )
+
+
 def control_plane_steps(inventory: Inventory) -> tuple[AnyStep, ...]:
     """kubeadm init, the user's kubeconfig, its copy for the operator, the CNI, and readiness."""
     host = inventory.control_plane
@@ -290,6 +306,7 @@ def control_plane_steps(inventory: Inventory) -> tuple[AnyStep, ...]:
                 ),
             ),
         ),
+        *((_schedulable_control_plane(host.name),) if inventory.spec.single_node else ()),
         WaitStep(
             name="control-plane-ready",
             summary=f"node {host.name} and every kube-system pod Ready",

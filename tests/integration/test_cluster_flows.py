@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cluster import app, bootstrap_cluster, join_workers, teardown_cluster
-from kubetrain.cluster import ClusterRunError
+from kubetrain.cluster import ClusterRunError, InventoryError
 from kubetrain.cluster.versions import DEFAULT_FLANNEL, DEFAULT_KUBERNETES
 from tests.standins.hosts import StandinCluster
 
@@ -299,7 +299,7 @@ def test_containerd_gets_systemd_cgroup_and_cni_bin_dir_in_its_own_config_versio
     with StandinCluster(tmp_path, workers=0) as hosts:
         host = hosts.control_plane
         host.offer("containerd", version)
-        inventory = load_inventory(hosts.write_inventory())
+        inventory = load_inventory(hosts.write_inventory(single_node=True))
         results = execute_host(
             inventory.control_plane, prepare_steps(inventory), False, lambda _: None
         )
@@ -317,3 +317,25 @@ def test_containerd_gets_systemd_cgroup_and_cni_bin_dir_in_its_own_config_versio
             inventory.control_plane, prepare_steps(inventory), False, lambda _: None
         )
         assert {r.status for r in again} == {"satisfied"}
+
+
+def test_single_node_cluster_untaints_its_control_plane_once(
+    tmp_path: Path, prefect_server: object
+):
+    with StandinCluster(tmp_path, workers=0) as hosts:
+        cp = hosts.control_plane
+        cp.seed_prepared()
+        hosts.write_inventory()
+        with pytest.raises(InventoryError, match="single_node: true"):
+            bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
+        assert not cp.calls_of("kubeadm")
+
+        hosts.write_inventory(single_node=True)
+        result = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
+
+        assert statuses(result, "cp-1")["control-plane-schedulable"] == "applied"
+        assert hosts.node("cp-1")["taints"] == []
+        again = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
+        assert statuses(again, "cp-1")["control-plane-schedulable"] == "satisfied"
+        untaints = [call for call in cp.calls_of("kubectl") if "taint" in call]
+        assert len(untaints) == 1

@@ -200,6 +200,11 @@ class StandinCluster:
         """The worker hosts."""
         return self.hosts[1:]
 
+    def node(self, name: str) -> dict[str, Any]:
+        """The stand-in API server's record of a registered node (taints, …)."""
+        record: dict[str, Any] = json.loads((self.cluster_state / "nodes" / name).read_text())
+        return record
+
     def host(self, name: str) -> StandinHost:
         """The host with this node name."""
         return next(host for host in self.hosts if host.name == name)

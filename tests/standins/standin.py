@@ -584,8 +584,13 @@ def _flag(argv: list[str], name: str) -> str | None:
     return None
 
 
-def _register_node(name: str) -> None:
-    write(CLUSTER / "nodes" / name, json.dumps({"root": str(ROOT), "observed": 0}))
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+
+
+def _register_node(name: str, taints: tuple[str, ...] = ()) -> None:
+    # kubeadm init taints its node NoSchedule; joined workers have no taint.
+    record = {"root": str(ROOT), "observed": 0, "taints": list(taints)}
+    write(CLUSTER / "nodes" / name, json.dumps(record))
     if _cluster_get("cni"):
         _write_cni_files(ROOT)
 
@@ -634,7 +639,7 @@ def _kubeadm_init(argv: list[str]) -> int:
     write(_cluster_file("ca-hash"), f"sha256:{ca_hash}\n")
     write(_cluster_file("control-plane-state"), f"{STATE}\n")
     write(_cluster_file("pod-cidr"), f"{cidr}\n")
-    _register_node(node)
+    _register_node(node, (f"{CONTROL_PLANE_TAINT}:NoSchedule",))
     token = _new_token()
     print(
         f"[init] Using Kubernetes version: v{str(installed('kubeadm')).split('-')[0]}\n"
@@ -778,6 +783,7 @@ def kubectl(argv: list[str]) -> int:
     require_package_tool("kubectl")
     args = list(argv)
     kubeconfig = _flag(args, "--kubeconfig")
+    output = _flag(args, "-o") or ""
     namespace = _flag(args, "-n") or _flag(args, "--namespace") or "default"
     words: list[str] = []
     while args:
@@ -804,7 +810,25 @@ def kubectl(argv: list[str]) -> int:
         name = words[2]
         if name not in nodes:
             raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
-        print(f"node/{name}")
+        if output == "jsonpath={.spec.taints[*].key}":
+            print(" ".join(str(t).split(":")[0] for t in nodes[name].get("taints", [])))
+        elif output == "name":
+            print(f"node/{name}")
+        else:
+            raise Fail(f"kubectl stand-in: unsupported output {output}")
+        return 0
+    if verb == "taint" and words[1:2] == ["nodes"]:
+        name, change = words[2], words[3]
+        if name not in nodes:
+            raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
+        taints = list(nodes[name].get("taints", []))
+        if not change.endswith("-"):
+            raise Fail("kubectl stand-in: only taint removal (KEY:EFFECT-) is supported")
+        if change[:-1] not in taints:
+            raise Fail(f'error: taint "{change[:-1]}" not found')
+        taints.remove(change[:-1])
+        write(CLUSTER / "nodes" / name, json.dumps(nodes[name] | {"taints": taints}))
+        print(f"node/{name} untainted")
         return 0
     if verb == "get" and words[1:2] == ["nodes"]:
         for name, node in nodes.items():

@@ -271,3 +271,25 @@ def test_a_kubernetes_version_outside_the_window_warns_naming_the_window(data, f
     window = f"{min(SUPPORTED_KUBERNETES, key=lambda v: int(v.split('.')[1]))}"
     assert window in warning
     assert max(SUPPORTED_KUBERNETES, key=lambda v: int(v.split(".")[1])) in warning
+
+
+# -- one node --------------------------------------------------------------------------------
+
+
+def test_no_workers_is_refused_unless_single_node(data, files):
+    data["workers"] = []
+    message = error_of(data, files["source"])
+    assert "no workers" in message
+    assert "node-role.kubernetes.io/control-plane" in message
+    assert "single_node: true" in message
+    data["single_node"] = True
+    inventory = parse_inventory(data, files["source"])
+    assert inventory.spec.single_node is True
+    assert inventory.hosts == (inventory.control_plane,)
+
+
+def test_single_node_with_workers_is_a_contradiction(data, files):
+    data["single_node"] = True
+    message = error_of(data, files["source"])
+    assert "single_node: true" in message
+    assert "workers" in message

@@ -123,6 +123,7 @@ def test_user_kubeconfig_runs_sudo_inside_the_users_shell(inventory):
 def test_pod_cidr_is_written_into_the_flannel_manifest(inventory, tmp_path):
     inventory_data = {
         "kubernetes_version": "1.30",
+        "single_node": True,
         "pod_network_cidr": "10.32.0.0/16",
         "ssh": {
             "key": {"path": str(inventory.control_plane.key.path)},
@@ -396,3 +397,31 @@ def test_containerd_check_reads_the_effective_config_by_table(inventory, config,
     awk = check[check.index("awk '") : check.index(" && systemctl")]
     done = subprocess.run(["sh", "-c", awk], input=config, text=True, check=False, timeout=10)
     assert (done.returncode == 0) is ok
+
+
+# -- one node --------------------------------------------------------------------------------
+
+UNTAINT = "node-role.kubernetes.io/control-plane:NoSchedule-"
+
+
+def test_single_node_untaints_the_control_plane_and_only_then(inventory, tmp_path):
+    assert UNTAINT not in render_plan(inventory.control_plane, control_plane_steps(inventory))
+    data = {
+        "kubernetes_version": "1.36",
+        "single_node": True,
+        "ssh": {
+            "key": {"path": str(inventory.control_plane.key.path)},
+            "known_hosts": str(inventory.control_plane.known_hosts),
+        },
+        "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
+    }
+    single = parse_inventory(data, tmp_path / "inv.yaml")
+    steps = control_plane_steps(single)
+    step = step_named(steps, "control-plane-schedulable")
+    assert [command.text for command in step.apply] == [
+        f"kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=10s taint nodes cp-1 "
+        f"{UNTAINT}"
+    ]
+    assert "spec.taints" in step.check.text
+    names = [s.name for s in steps]
+    assert names.index("kubeadm-init") < names.index("control-plane-schedulable")
