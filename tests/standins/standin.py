@@ -772,6 +772,11 @@ def kubeadm(argv: list[str]) -> int:
     raise Fail(f"kubeadm stand-in: unsupported arguments {argv}")
 
 
+def _taints(node: dict[str, object]) -> list[str]:
+    taints = node.get("taints", [])
+    return [str(taint) for taint in taints] if isinstance(taints, list) else []
+
+
 def _nodes() -> dict[str, dict[str, object]]:
     directory = CLUSTER / "nodes"
     if not directory.exists():
@@ -811,7 +816,7 @@ def kubectl(argv: list[str]) -> int:
         if name not in nodes:
             raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
         if output == "jsonpath={.spec.taints[*].key}":
-            print(" ".join(str(t).split(":")[0] for t in nodes[name].get("taints", [])))
+            print(" ".join(t.split(":")[0] for t in _taints(nodes[name])))
         elif output == "name":
             print(f"node/{name}")
         else:
@@ -821,7 +826,7 @@ def kubectl(argv: list[str]) -> int:
         name, change = words[2], words[3]
         if name not in nodes:
             raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
-        taints = list(nodes[name].get("taints", []))
+        taints = _taints(nodes[name])
         if not change.endswith("-"):
             raise Fail("kubectl stand-in: only taint removal (KEY:EFFECT-) is supported")
         if change[:-1] not in taints:
