@@ -1,9 +1,9 @@
 """Node steps for a kubeadm cluster over SSH.
 
 errors.py (InventoryError, ClusterStepError, ClusterRunError), inventory.py (the YAML file,
-validated once), steps.py (step records: check-then-apply, fetch, wait), join.py (the join
-command), plans.py (the step catalogues), runner.py (running steps, the report), remote.py
-(the SSH adapter).
+validated once), versions.py (supported releases), steps.py (step records: check-then-apply,
+fetch, wait), join.py (the join command), plans.py and teardown.py (the step catalogues),
+runner.py (running steps, the report), remote.py (the SSH adapter).
 """
 
 from kubetrain.cluster.errors import ClusterRunError, ClusterStepError, InventoryError
@@ -25,11 +25,11 @@ from kubetrain.cluster.plans import (
     nodes_ready_step,
     prepare_steps,
     render_plan,
-    teardown_steps,
 )
 from kubetrain.cluster.remote import create_join_command, execute_host, open_remote
 from kubetrain.cluster.runner import ClusterReport, StepResult, parse_ready, run_steps
 from kubetrain.cluster.steps import AnyStep, Command, FetchStep, Step, WaitStep
+from kubetrain.cluster.teardown import network_cleanup_steps, teardown_steps
 
 __all__ = [
     "DEFAULT_PACKAGE_REPOSITORY",
@@ -56,6 +56,7 @@ __all__ = [
     "execute_host",
     "join_steps",
     "load_inventory",
+    "network_cleanup_steps",
     "nodes_ready_step",
     "open_remote",
     "parse_inventory",

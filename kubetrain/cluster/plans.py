@@ -356,61 +356,6 @@ def nodes_ready_step(inventory: Inventory) -> WaitStep:
     )
 
 
-def teardown_steps(inventory: Inventory, purge_packages: bool) -> tuple[Step, ...]:
-    """kubeadm reset, CNI and kubeconfig files removed, packages purged when asked."""
-    steps = [
-        Step(
-            name="kubeadm-reset",
-            summary="kubeadm reset -f: no kubelet credentials, manifests, certificates or etcd",
-            check=Command(
-                " && ".join(
-                    f"[ ! -e {path} ]"
-                    for path in (
-                        "/etc/kubernetes/kubelet.conf",
-                        "/etc/kubernetes/bootstrap-kubelet.conf",
-                        ADMIN_CONF,
-                        "/etc/kubernetes/manifests/kube-apiserver.yaml",
-                        "/etc/kubernetes/pki/ca.crt",
-                    )
-                )
-            ),
-            apply=(Command("kubeadm reset -f"),),
-        ),
-        Step(
-            name="cni-files",
-            summary="CNI configuration and state removed (kubeadm reset leaves them)",
-            check=Command("[ ! -e /etc/cni/net.d ] && [ ! -e /var/lib/cni ]"),
-            apply=(Command("rm -rf /etc/cni/net.d /var/lib/cni"),),
-        ),
-        Step(
-            name="user-kubeconfig-removed",
-            summary="the SSH user's ~/.kube/config removed",
-            check=Command('[ ! -e "$HOME/.kube/config" ]', sudo=False),
-            apply=(Command('rm -f "$HOME/.kube/config"', sudo=False),),
-        ),
-    ]
-    if purge_packages:
-        all_packages = (*KUBE_PACKAGES, "containerd")
-        steps.append(
-            Step(
-                name="packages-purged",
-                summary=f"{', '.join(all_packages)} purged, Kubernetes repository removed",
-                check=Command(
-                    f"! dpkg-query -W -f='${{Status}}' {' '.join(all_packages)} 2>/dev/null"
-                    f" | grep -q 'ok installed' && [ ! -e {APT_LIST} ]"
-                ),
-                apply=(
-                    # Preparatory only: a purge of a still-held package fails loudly anyway.
-                    Command(f"apt-mark unhold {' '.join(KUBE_PACKAGES)} 2>/dev/null || true"),
-                    Command(f"{APT} purge -y {' '.join(all_packages)}"),
-                    Command(f"{APT} autoremove -y"),
-                    Command(f"rm -f {APT_LIST} {KEYRING}"),
-                ),
-            )
-        )
-    return tuple(steps)
-
-
 def render_plan(host: Host, steps: Sequence[AnyStep]) -> str:
     """A readable, exact plan for one host: each step's check and apply commands.
 

@@ -105,6 +105,7 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
     hosts: StandinCluster, monkeypatch: pytest.MonkeyPatch
 ):
     # Bootstrap with one worker, then grow the cluster with a second one through join-workers.
+    hosts.host("worker-1").install_optional("ipvsadm")  # kube-proxy in IPVS mode there
     full = hosts.inventory()
     hosts.write_inventory(workers=full["workers"][:1])
     first_result = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
@@ -204,6 +205,19 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
         assert not (host.state / "dpkg" / "kubeadm").exists()
         assert not list((host.state / "held").iterdir())
     assert nodes_registered(hosts) == set()
+    # kubeadm reset leaves interfaces and rules; teardown removes kube-proxy's and flannel's only.
+    for host in hosts.hosts:
+        assert not list((host.state / "net" / "links").iterdir()), host.name
+        for family in ("v4", "v6"):
+            rules = host.iptables(family)
+            assert "KUBE-" not in rules
+            assert "FLANNEL-" not in rules
+            assert "-A OPERATOR-SSH -s 192.0.2.0/24" in rules
+            assert "-A POSTROUTING -o eth0 -j MASQUERADE" in rules
+        assert (host.state / "net" / "nft").read_text() == "table inet operator\n"
+    assert hosts.host("worker-1").calls_of("ipvsadm", "--clear") == [["--clear"]]
+    assert not (hosts.host("worker-1").state / "net" / "ipvs").exists()
+    assert not hosts.host("worker-2").calls_of("ipvsadm")
 
     for host in hosts.hosts:
         host.clear_calls()
@@ -217,6 +231,8 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
     for host in hosts.hosts:
         assert not host.calls_of("kubeadm")
         assert not host.calls_of("apt-get")
+        assert not host.calls_of("ip", "link", "delete")
+        assert not host.calls_of("iptables-restore")
 
 
 def test_worker_failing_mid_join_is_reported_others_join_and_rerun_finishes(

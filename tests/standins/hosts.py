@@ -22,6 +22,7 @@ import yaml
 
 from kubetrain.cluster.versions import DEFAULT_FLANNEL, DEFAULT_KUBERNETES
 from tests.sshd import Sshd
+from tests.standins.standin import network_seed
 
 STANDINS_DIR = Path(__file__).resolve().parent
 FSTAB = (
@@ -77,6 +78,14 @@ class StandinHost:
         # Shared by the root test process and the host's non-root user.
         os.chmod(marker.parent, 0o777)  # noqa: S103
         os.chmod(marker, 0o666)  # noqa: S103
+
+    def install_optional(self, tool: str) -> None:
+        """Put an optional tool's stand-in (tests/standins/optional/) on this host's PATH."""
+        (self.state / "bin" / tool).symlink_to(STANDINS_DIR / "optional" / tool)
+
+    def iptables(self, family: str = "v4") -> str:
+        """This host's iptables rules in iptables-save form."""
+        return (self.state / "net" / f"iptables.{family}").read_text()
 
     def offer(self, package: str, version: str) -> None:
         """Make this host's distribution offer another version of package (e.g. containerd 2.x)."""
@@ -180,7 +189,7 @@ class StandinCluster:
                         address=address,
                         user=user,
                         extra_config=[
-                            f"SetEnv PATH={STANDINS_DIR}:/usr/bin:/bin "
+                            f"SetEnv PATH={STANDINS_DIR}:{state}/bin:/usr/bin:/bin "
                             f"KUBETRAIN_STANDIN_STATE={state} "
                             f"KUBETRAIN_STANDIN_CLUSTER={self.cluster_state}"
                         ],
@@ -235,6 +244,8 @@ class StandinCluster:
             (host.root / "etc" / "apt" / "sources.list.d").mkdir(parents=True)
             (host.root / "etc" / "fstab").write_text(FSTAB)
             (host.state / "swap").write_text("on\n")
+            (host.state / "bin").mkdir()
+            network_seed(host.state)
             for path in [host.state, *host.state.rglob("*")]:
                 path.chmod(0o777 if path.is_dir() else 0o666)
         try:

@@ -598,6 +598,161 @@ def _register_node(name: str, taints: tuple[str, ...] = ()) -> None:
 def _write_cni_files(root: Path) -> None:
     write(root / "etc/cni/net.d/10-flannel.conflist", '{"name": "cbr0", "cniVersion": "0.3.1"}\n')
     write(root / "var/lib/cni/flannel/stand-in", "")
+    _network_up(root.parent)
+
+
+# -- network state kube-proxy and flannel leave on a node ------------------------------------
+# What a running node has, and what `kubeadm reset` does not remove: the cni0 bridge, the
+# flannel.1 VXLAN device, kube-proxy's and flannel's iptables chains (KUBE-*, FLANNEL-*),
+# kube-proxy's nftables tables and, in IPVS mode, its virtual services and kube-ipvs0.
+
+OPERATOR_IPTABLES = {
+    "filter": [
+        ":OPERATOR-SSH - [0:0]",
+        "-A INPUT -j OPERATOR-SSH",
+        "-A OPERATOR-SSH -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT",
+    ],
+    "nat": ["-A POSTROUTING -o eth0 -j MASQUERADE"],
+}
+KUBE_IPTABLES = {
+    "filter": [
+        ":FLANNEL-FWD - [0:0]",
+        ":KUBE-FIREWALL - [0:0]",
+        ":KUBE-FORWARD - [0:0]",
+        '-A INPUT -m comment --comment "kubernetes firewall" -j KUBE-FIREWALL',
+        '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+        '-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+    ],
+    "nat": [
+        ":FLANNEL-POSTRTG - [0:0]",
+        ":KUBE-POSTROUTING - [0:0]",
+        ":KUBE-SERVICES - [0:0]",
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+        "-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+    ],
+}
+BUILTIN_CHAINS = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+}
+TARGETS = {"ACCEPT", "DROP", "RETURN", "MASQUERADE", "REJECT"}
+
+
+def _iptables_text(rules: dict[str, list[str]]) -> str:
+    lines = []
+    for table, builtins in BUILTIN_CHAINS.items():
+        lines.append(f"*{table}")
+        lines.extend(f":{chain} ACCEPT [0:0]" for chain in builtins)
+        body = rules.get(table, [])
+        lines.extend(line for line in body if line.startswith(":"))
+        lines.extend(line for line in body if not line.startswith(":"))
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def network_seed(state: Path) -> None:
+    """What a fresh host has: the operator's own firewall rules and nftables table."""
+    for family in ("v4", "v6"):
+        write(state / "net" / f"iptables.{family}", _iptables_text(OPERATOR_IPTABLES))
+    write(state / "net" / "nft", "table inet operator\n")
+
+
+def _network_up(state: Path) -> None:
+    links = state / "net" / "links"
+    for name in ("cni0", "flannel.1"):
+        write(links / name, "")
+    for family in ("v4", "v6"):
+        path = state / "net" / f"iptables.{family}"
+        if "KUBE-" not in (path.read_text() if path.exists() else ""):
+            merged = {t: OPERATOR_IPTABLES.get(t, []) + KUBE_IPTABLES[t] for t in BUILTIN_CHAINS}
+            write(path, _iptables_text(merged))
+    nft = state / "net" / "nft"
+    if "kube-proxy" not in (nft.read_text() if nft.exists() else ""):
+        write(
+            nft,
+            (nft.read_text() if nft.exists() else "") + "table ip kube-proxy\n"
+            "table ip6 kube-proxy\n",
+        )
+    if (state / "bin" / "ipvsadm").exists():  # kube-proxy in IPVS mode
+        write(links / "kube-ipvs0", "")
+        write(state / "net" / "ipvs", "TCP  10.96.0.1:443 rr\nUDP  10.96.0.10:53 rr\n")
+
+
+def ip(argv: list[str]) -> int:
+    links = STATE / "net" / "links"
+    if argv[:2] == ["link", "show"] and len(argv) == 3:
+        if not (links / argv[2]).exists():
+            raise Fail(f'Device "{argv[2]}" does not exist.')
+        print(f"7: {argv[2]}: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 state UP")
+        return 0
+    if argv[:2] == ["link", "delete"] and len(argv) == 3:
+        if not (links / argv[2]).exists():
+            raise Fail("Cannot find device " + f'"{argv[2]}"')
+        (links / argv[2]).unlink()
+        return 0
+    raise Fail(f"ip stand-in: unsupported arguments {argv}")
+
+
+def _iptables(family: str, argv: list[str]) -> int:
+    path = STATE / "net" / f"iptables.{family}"
+    tool = "iptables" if family == "v4" else "ip6tables"
+    if argv == ["save"]:
+        sys.stdout.write(path.read_text() if path.exists() else "")
+        return 0
+    if argv == ["restore"]:
+        text = sys.stdin.read()
+        declared: set[str] = set()
+        table = ""
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.startswith("*"):
+                table = line[1:]
+                declared = set(BUILTIN_CHAINS.get(table, ()))
+            elif line.startswith(":"):
+                declared.add(line[1:].split()[0])
+            elif line.startswith("-A "):
+                words = line.split()
+                jump = words[words.index("-j") + 1] if "-j" in words else None
+                if words[1] not in declared or (jump and jump not in declared | TARGETS):
+                    raise Fail(f"{tool}-restore: line {number} failed", 2)
+        if not table:
+            raise Fail(f"{tool}-restore: no table in input", 2)
+        write(path, text)
+        return 0
+    raise Fail(f"{tool} stand-in: unsupported arguments {argv}")
+
+
+def nft(argv: list[str]) -> int:
+    path = STATE / "net" / "nft"
+    tables = path.read_text().splitlines() if path.exists() else []
+    if argv == ["list", "tables"]:
+        for table in tables:
+            print(table)
+        return 0
+    if argv[:2] == ["delete", "table"] and len(argv) == 4:
+        line = f"table {argv[2]} {argv[3]}"
+        if line not in tables:
+            raise Fail(f"Error: No such file or directory\ndelete table {argv[2]} {argv[3]}")
+        write(path, "".join(f"{t}\n" for t in tables if t != line))
+        return 0
+    raise Fail(f"nft stand-in: unsupported arguments {argv}")
+
+
+def ipvsadm(argv: list[str]) -> int:
+    path = STATE / "net" / "ipvs"
+    if argv == ["-Ln"]:
+        print("IP Virtual Server version 1.2.1 (size=4096)")
+        print("Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port Forward Weight")
+        sys.stdout.write(path.read_text() if path.exists() else "")
+        return 0
+    if argv == ["--clear"]:
+        path.unlink(missing_ok=True)
+        return 0
+    raise Fail(f"ipvsadm stand-in: unsupported arguments {argv}")
 
 
 def _kubeadm_init(argv: list[str]) -> int:
@@ -899,6 +1054,13 @@ TOOLS = {
     "gpg": gpg,
     "kubeadm": kubeadm,
     "kubectl": kubectl,
+    "ip": ip,
+    "iptables-save": lambda argv: _iptables("v4", ["save", *argv]),
+    "iptables-restore": lambda argv: _iptables("v4", ["restore", *argv]),
+    "ip6tables-save": lambda argv: _iptables("v6", ["save", *argv]),
+    "ip6tables-restore": lambda argv: _iptables("v6", ["restore", *argv]),
+    "nft": nft,
+    "ipvsadm": ipvsadm,
 }
 
 
