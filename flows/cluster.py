@@ -97,8 +97,10 @@ def _join(
             report.errors.append(str(error))
             report.skip([h.name for h in pending], join_steps(pending[0], None), "no join command")
             return failed | {host.name for host in pending}
-    prepared = prepare_steps(inventory) if prepare else ()
-    work = [(host, (*prepared, *join_steps(host, join))) for host in pending]
+    work = [
+        (host, (*(prepare_steps(inventory, host) if prepare else ()), *join_steps(host, join)))
+        for host in pending
+    ]
     return failed | _run_on(report, work, dry_run, "join", inventory)
 
 
@@ -132,7 +134,9 @@ def bootstrap_cluster(
     report = ClusterReport("bootstrap-cluster", dry_run)
     cp, workers = inv.control_plane, inv.workers
     control, verify = control_plane_steps(inv), (nodes_ready_step(inv),)
-    failed = _run_on(report, [(h, prepare_steps(inv)) for h in inv.hosts], dry_run, "prepare", inv)
+    failed = _run_on(
+        report, [(h, prepare_steps(inv, h)) for h in inv.hosts], dry_run, "prepare", inv
+    )
     if cp.name in failed:
         why = f"control plane {cp.name} failed to prepare"
         report.skip([cp.name], (*control, *verify), why)

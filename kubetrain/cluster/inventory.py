@@ -34,6 +34,7 @@ _HOSTNAME = re.compile(
 )
 _MINOR_VERSION = re.compile(r"^v?(1)\.(\d{1,3})$")
 _CNI_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
+_IFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,39}$")  # a name (15 chars) or an IPv4/IPv6 address
 
 
 class KeyConfig(BaseModel):
@@ -71,6 +72,20 @@ class HostSpec(BaseModel):
     user: str | None = None
     sudo: bool | None = None
     key: KeyConfig | None = None
+    node_ip: str | None = None
+
+    @field_validator("node_ip")
+    @classmethod
+    def _node_ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an IP address; node_ip is the address on the cluster "
+                    "network the kubelet registers (one of the host's own IPs)"
+                ) from None
+        return value
 
     @field_validator("name")
     @classmethod
@@ -97,6 +112,19 @@ class ControlPlaneSpec(HostSpec):
     """The control-plane host; advertise_address defaults to its address."""
 
     advertise_address: str | None = None
+    endpoint: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+            if not _HOSTNAME.fullmatch(host or value) or (port and not port.isdigit()):
+                raise ValueError(
+                    f"{value!r} is not HOST or HOST:PORT; endpoint is the stable name or load "
+                    "balancer address of the API server (kubeadm --control-plane-endpoint)"
+                )
+        return value
 
     @field_validator("advertise_address")
     @classmethod
@@ -118,6 +146,31 @@ class CniSpec(BaseModel):
     name: Literal["flannel"] = "flannel"
     version: str = DEFAULT_FLANNEL
     manifest_url: str | None = None
+    iface: str | None = None
+    iface_regex: str | None = None
+
+    @field_validator("iface")
+    @classmethod
+    def _iface(cls, value: str | None) -> str | None:
+        if value is not None and not _IFACE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an interface name or IP (flannel --iface), e.g. eth1"
+            )
+        return value
+
+    @field_validator("iface_regex")
+    @classmethod
+    def _iface_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"{value!r} is not a regular expression: {error}") from None
+            if any(char in value for char in "'@\n\"\\"):
+                raise ValueError(
+                    f"{value!r}: use a regex without quotes, backslashes or @, e.g. ^(eth|ens)1$"
+                )
+        return value
 
     @field_validator("version")
     @classmethod
@@ -210,6 +263,7 @@ class Host:
     command_timeout: float
     check_timeout: float
     role: Literal["control-plane", "worker"]
+    node_ip: str | None = None
 
     @property
     def label(self) -> str:
@@ -238,7 +292,18 @@ class Inventory:
     workers: tuple[Host, ...]
     advertise_address: str
     kubeconfig_path: Path
+    api_endpoint: str
     warnings: tuple[str, ...] = ()
+
+    @property
+    def operator_server(self) -> str:
+        """The API server URL for the operator: the control plane's SSH address, port 6443.
+
+        The operator reaches the control plane at the address it connects to over SSH, which
+        may differ from the address the cluster advertises (NAT, several NICs).
+        """
+        address = self.control_plane.address
+        return f"https://[{address}]:6443" if ":" in address else f"https://{address}:6443"
 
     @property
     def hosts(self) -> tuple[Host, ...]:
@@ -342,6 +407,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
             command_timeout=model.ssh.command_timeout,
             check_timeout=model.ssh.check_timeout,
             role=role,
+            node_ip=spec.node_ip,
         )
 
     if not model.workers and not model.single_node:
@@ -403,9 +469,16 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
         control_plane=control_plane,
         workers=workers,
         advertise_address=advertise,
+        api_endpoint=_with_port(model.control_plane.endpoint or advertise),
         kubeconfig_path=_resolve_path(model.kubeconfig_path, base),
         warnings=tuple(w for w in (kubernetes_warning(model.kubernetes_version),) if w),
     )
+
+
+def _with_port(host: str) -> str:
+    if host.count(":") == 1:
+        return host
+    return f"[{host}]:6443" if ":" in host else f"{host}:6443"
 
 
 def load_inventory(path: str | Path) -> Inventory:

@@ -104,8 +104,8 @@ def _containerd_edits() -> tuple[Command, ...]:
 _FSTAB_SWAP = r"^[[:space:]]*[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]"
 
 
-def prepare_steps(inventory: Inventory) -> tuple[Step, ...]:
-    """The node preparation steps, the same on every host (control plane and workers)."""
+def prepare_steps(inventory: Inventory, host: Host) -> tuple[Step, ...]:
+    """The node preparation steps: the same on every host, plus the host's kubelet node IP."""
     minor = inventory.spec.kubernetes_version
     modules_conf = "".join(f"{name}\n" for name in MODULES)
     sysctl_conf = "".join(f"{name} = 1\n" for name in SYSCTLS)
@@ -207,6 +207,25 @@ def prepare_steps(inventory: Inventory) -> tuple[Step, ...]:
             check=Command("systemctl is-enabled --quiet kubelet"),
             apply=(Command("systemctl enable --now kubelet"),),
         ),
+        *((_kubelet_node_ip(host.node_ip),) if host.node_ip else ()),
+    )
+
+
+KUBELET_DEFAULTS = "/etc/default/kubelet"
+
+
+def _kubelet_node_ip(node_ip: str) -> Step:
+    """Several NICs: the kubelet registers node_ip, not the address of the default route."""
+    # The kubeadm packages' kubelet unit reads KUBELET_EXTRA_ARGS from /etc/default/kubelet.
+    content = f"KUBELET_EXTRA_ARGS=--node-ip={node_ip}\n"
+    return Step(
+        name="kubelet-node-ip",
+        summary=f"kubelet registers node IP {node_ip} ({KUBELET_DEFAULTS})",
+        check=Command(_file_is(KUBELET_DEFAULTS, content)),
+        apply=(
+            Command(_write_file(KUBELET_DEFAULTS, content)),
+            Command("systemctl restart kubelet"),
+        ),
     )
 
 
@@ -253,7 +272,18 @@ def control_plane_steps(inventory: Inventory) -> tuple[AnyStep, ...]:
     sudo = _sudo_prefix(host)
     cni = inventory.spec.cni
     manifest_url = cni.manifest_url or FLANNEL_MANIFEST_URL.format(version=cni.version)
-    marker = f"{cni.name} {cni.version} {inventory.spec.pod_network_cidr}"
+    flannel_args = [f"--iface={cni.iface}"] if cni.iface else []
+    flannel_args += [f"--iface-regex={cni.iface_regex}"] if cni.iface_regex else []
+    marker = " ".join([cni.name, cni.version, inventory.spec.pod_network_cidr, *flannel_args])
+    # Extra flanneld arguments go after --kube-subnet-mgr in the DaemonSet's args list.
+    add_args = "".join(
+        f" -e 's@^\\( *\\)- --kube-subnet-mgr$@&\\n\\1- {arg}@'" for arg in reversed(flannel_args)
+    )
+    # The operator's address (and a named endpoint) in the API server's certificate.
+    named = (
+        inventory.api_endpoint.rsplit(":", 1)[0] if inventory.spec.control_plane.endpoint else None
+    )
+    sans = ",".join(dict.fromkeys(name for name in (host.address, named) if name))
     return (
         Step(
             name="kubeadm-init",
@@ -262,6 +292,8 @@ def control_plane_steps(inventory: Inventory) -> tuple[AnyStep, ...]:
             apply=(
                 Command(
                     f"kubeadm init --apiserver-advertise-address={inventory.advertise_address}"
+                    f" --control-plane-endpoint={inventory.api_endpoint}"
+                    f" --apiserver-cert-extra-sans={sans}"
                     f" --node-name={host.name} --pod-network-cidr={inventory.spec.pod_network_cidr}"
                 ),
             ),
@@ -284,6 +316,7 @@ def control_plane_steps(inventory: Inventory) -> tuple[AnyStep, ...]:
             summary=f"kubeconfig copied over SFTP to {inventory.kubeconfig_path} (mode 0600)",
             remote_path=".kube/config",
             local_path=inventory.kubeconfig_path,
+            server=inventory.operator_server,
         ),
         Step(
             name="cni",
@@ -296,8 +329,8 @@ def control_plane_steps(inventory: Inventory) -> tuple[AnyStep, ...]:
             apply=(
                 Command(
                     f'f=$(mktemp) && curl -fsSL --retry 3 -o "$f" {manifest_url}'
-                    f' && sed -i \'s@"Network": "{DEFAULT_POD_CIDR}"@"Network":'
-                    f' "{inventory.spec.pod_network_cidr}"@\' "$f"'
+                    f' && sed -i -e \'s@"Network": "{DEFAULT_POD_CIDR}"@"Network":'
+                    f' "{inventory.spec.pod_network_cidr}"@\'{add_args} "$f"'
                     f' && {KUBECTL} apply -f "$f"; rc=$?; rm -f "$f"; exit $rc'
                 ),
                 Command(
@@ -368,6 +401,8 @@ def render_plan(host: Host, steps: Sequence[AnyStep]) -> str:
             case FetchStep():
                 lines.append(f"fetch: sftp {host.user}@{host.address}:~/{step.remote_path}")
                 lines.append(f"   to: {step.local_path} (mode 0600)")
+                if step.server:
+                    lines.append(f"   with: server: {step.server}")
             case WaitStep():
                 lines.append(f"poll{_sudo_mark(step.probe, host)}: {step.probe.shown()}")
             case Step():

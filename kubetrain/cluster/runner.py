@@ -7,6 +7,7 @@ production, a scripted fake in unit tests).
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from kubetrain.cluster.steps import AnyStep, Command, FetchStep, Step, WaitStep
 from kubetrain.ssh import CommandResult, SshError
 
 STDERR_TAIL_CHARS = 800
+_SERVER_LINE = re.compile(rb"^([ \t]*server:[ \t]*)\S+[ \t]*$", re.MULTILINE)
 
 
 class Remote(Protocol):
@@ -157,6 +159,8 @@ def _fetch_step(remote: Remote, host: Host, step: FetchStep, dry_run: bool) -> S
         data = remote.fetch(step.remote_path)
     except SshError as error:
         raise ClusterStepError(host.label, step.name, "sftp get", None, str(error)) from None
+    if data is not None and step.server is not None:
+        data = _SERVER_LINE.sub(rb"\g<1>" + step.server.encode(), data)
     current = target.read_bytes() if target.is_file() else None
     mode_ok = target.is_file() and (target.stat().st_mode & 0o777) == 0o600
     if data is not None and current == data and mode_ok:

@@ -52,12 +52,17 @@ class Step:
 
 @dataclass(frozen=True)
 class FetchStep:
-    """Copy remote_path (relative to the SSH user's home) to local_path, mode 0600."""
+    """Copy remote_path (relative to the SSH user's home) to local_path, mode 0600.
+
+    With server set, the copy's kubeconfig `server:` lines point there: the address the
+    operator reaches the API server at, which may differ from the one the cluster advertises.
+    """
 
     name: str
     summary: str
     remote_path: str
     local_path: Path
+    server: str | None = None
 
 
 @dataclass(frozen=True)

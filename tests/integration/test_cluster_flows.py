@@ -88,7 +88,7 @@ def test_dry_run_on_fresh_hosts_lists_every_step_and_changes_nothing(hosts: Stan
     text = result["text"]
     assert "would-apply" in text
     assert "check exited 1" in text
-    assert "kubeadm init --apiserver-advertise-address=127.0.0.2 --node-name=cp-1" in text
+    assert "kubeadm init --apiserver-advertise-address=127.0.0.2 --control-plane-endpoint" in text
     assert "--token <fresh token>" in text
 
     # The CLI: a dry-run teardown of fresh hosts has nothing to do and exits 0.
@@ -141,6 +141,8 @@ def test_bootstrap_grow_rerun_applies_nothing_teardown_twice(
         [
             "init",
             "--apiserver-advertise-address=127.0.0.2",
+            "--control-plane-endpoint=127.0.0.2:6443",
+            "--apiserver-cert-extra-sans=127.0.0.2",
             "--node-name=cp-1",
             "--pod-network-cidr=10.244.0.0/16",
         ]
@@ -317,7 +319,10 @@ def test_containerd_gets_systemd_cgroup_and_cni_bin_dir_in_its_own_config_versio
         host.offer("containerd", version)
         inventory = load_inventory(hosts.write_inventory(single_node=True))
         results = execute_host(
-            inventory.control_plane, prepare_steps(inventory), False, lambda _: None
+            inventory.control_plane,
+            prepare_steps(inventory, inventory.control_plane),
+            False,
+            lambda _: None,
         )
         assert {r.step: r.status for r in results}["containerd"] == "applied"
         config = tomllib.loads((host.root / "etc/containerd/config.toml").read_text())
@@ -330,7 +335,10 @@ def test_containerd_gets_systemd_cgroup_and_cni_bin_dir_in_its_own_config_versio
         assert host.calls_of("containerd", "config", "dump")
 
         again = execute_host(
-            inventory.control_plane, prepare_steps(inventory), False, lambda _: None
+            inventory.control_plane,
+            prepare_steps(inventory, inventory.control_plane),
+            False,
+            lambda _: None,
         )
         assert {r.status for r in again} == {"satisfied"}
 
@@ -355,3 +363,44 @@ def test_single_node_cluster_untaints_its_control_plane_once(
         assert statuses(again, "cp-1")["control-plane-schedulable"] == "satisfied"
         untaints = [call for call in cp.calls_of("kubectl") if "taint" in call]
         assert len(untaints) == 1
+
+
+def test_several_nics_and_nat_node_ip_iface_sans_and_a_reachable_kubeconfig(
+    hosts: StandinCluster,
+):
+    # The operator reaches the control plane at its SSH address (127.0.0.2); inside the cluster
+    # network it is 127.0.0.12, and every node has a node IP on that network.
+    for host in hosts.hosts:
+        host.seed_prepared()
+    data = hosts.inventory()
+    data["control_plane"] |= {"advertise_address": "127.0.0.12", "node_ip": "127.0.0.12"}
+    data["workers"][0]["node_ip"] = "127.0.0.13"
+    data["cni"] |= {"iface": "eth1"}
+    hosts.write_inventory(**data)
+
+    result = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
+
+    assert result["errors"] == []
+    cp = hosts.control_plane
+    (init,) = cp.calls_of("kubeadm", "init")
+    assert "--apiserver-advertise-address=127.0.0.12" in init
+    assert "--control-plane-endpoint=127.0.0.12:6443" in init
+    assert "--apiserver-cert-extra-sans=127.0.0.2" in init
+    kubelet_args = "KUBELET_EXTRA_ARGS=--node-ip={}\n"
+    assert (cp.root / "etc/default/kubelet").read_text() == kubelet_args.format("127.0.0.12")
+    worker = hosts.workers[0]
+    assert (worker.root / "etc/default/kubelet").read_text() == kubelet_args.format("127.0.0.13")
+    assert not (hosts.workers[1].root / "etc/default/kubelet").exists()
+    assert (hosts.cluster_state / "flannel-args").read_text().split() == [
+        "--ip-masq",
+        "--kube-subnet-mgr",
+        "--iface=eth1",
+    ]
+    # The cluster's kubeconfig names the internal address; the operator's the reachable one.
+    assert "server: https://127.0.0.12:6443" in (cp.root / "etc/kubernetes/admin.conf").read_text()
+    fetched = hosts.kubeconfig_path.read_text()
+    assert "server: https://127.0.0.2:6443" in fetched
+    assert "127.0.0.12" not in fetched
+
+    again = bootstrap_cluster(inventory=str(hosts.inventory_path), dry_run=False)
+    assert {r["status"] for r in again["results"]} == {"satisfied"}

@@ -486,6 +486,20 @@ kind: DaemonSet
 metadata:
   name: kube-flannel-ds
   namespace: kube-flannel
+spec:
+  template:
+    spec:
+      containers:
+      - name: kube-flannel
+        image: ghcr.io/flannel-io/flannel:v0.28.7
+        command:
+        - /opt/bin/flanneld
+        args:
+        - --ip-masq
+        - --kube-subnet-mgr
+        resources:
+          requests:
+            cpu: "100m"
 """
 
 
@@ -757,6 +771,7 @@ def ipvsadm(argv: list[str]) -> int:
 
 def _kubeadm_init(argv: list[str]) -> int:
     advertise = _flag(argv, "--apiserver-advertise-address")
+    endpoint = _flag(argv, "--control-plane-endpoint")
     node = _flag(argv, "--node-name")
     cidr = _flag(argv, "--pod-network-cidr")
     if not (advertise and node and cidr):
@@ -776,7 +791,8 @@ def _kubeadm_init(argv: list[str]) -> int:
         write(
             rooted(f"/etc/kubernetes/{name}"),
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n"
-            f"    certificate-authority-data: c3RhbmQtaW4=\n    server: https://{advertise}:6443\n"
+            "    certificate-authority-data: c3RhbmQtaW4=\n"
+            f"    server: https://{endpoint or f'{advertise}:6443'}\n"
             f"  name: kubernetes\n# {name} written by the kubeadm stand-in for {node}\n",
         )
     write(rooted("/etc/kubernetes/manifests/kube-apiserver.yaml"), "kind: Pod\n")
@@ -790,7 +806,7 @@ def _kubeadm_init(argv: list[str]) -> int:
             "error execution phase wait-control-plane: could not initialize a Kubernetes cluster"
         )
     ca_hash = hashlib.sha256(f"{advertise}/{node}".encode()).hexdigest()
-    write(_cluster_file("endpoint"), f"{advertise}:6443\n")
+    write(_cluster_file("endpoint"), f"{endpoint or f'{advertise}:6443'}\n")
     write(_cluster_file("ca-hash"), f"sha256:{ca_hash}\n")
     write(_cluster_file("control-plane-state"), f"{STATE}\n")
     write(_cluster_file("pod-cidr"), f"{cidr}\n")
@@ -1019,6 +1035,9 @@ def kubectl(argv: list[str]) -> int:
         if "kube-flannel-ds" not in text:
             raise Fail("error: no objects passed to apply")
         match = re.search(r'"Network": "([^"]+)"', text)
+        listed = re.search(r"\n( +)args:\n((?:\1- .*\n)+)", text)
+        flannel_args = [line.strip()[2:] for line in listed.group(2).splitlines()] if listed else []
+        write(_cluster_file("flannel-args"), " ".join(flannel_args) + "\n")
         write(_cluster_file("cni"), "flannel\n")
         write(_cluster_file("cni-network"), (match.group(1) if match else "") + "\n")
         for node in nodes.values():

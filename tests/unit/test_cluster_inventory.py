@@ -293,3 +293,21 @@ def test_single_node_with_workers_is_a_contradiction(data, files):
     message = error_of(data, files["source"])
     assert "single_node: true" in message
     assert "workers" in message
+
+
+# -- several NICs / NAT ----------------------------------------------------------------------
+
+
+def test_node_ip_iface_and_endpoint_are_checked(data, files):
+    data["workers"][0]["node_ip"] = "eth1"
+    assert "workers.0.node_ip: 'eth1' is not an IP address" in error_of(data, files["source"])
+    data["workers"][0]["node_ip"] = "10.0.0.11"
+    data["cni"]["iface_regex"] = "eth1' ; rm -rf /"
+    assert "cni.iface_regex" in error_of(data, files["source"])
+    data["cni"]["iface_regex"] = "^(eth|ens)1$"
+    data["control_plane"]["endpoint"] = "api.example.internal:6443"
+    inventory = parse_inventory(data, files["source"])
+    assert inventory.workers[0].node_ip == "10.0.0.11"
+    assert inventory.api_endpoint == "api.example.internal:6443"
+    # The operator reaches the API server where it reaches the control plane over SSH.
+    assert inventory.operator_server == "https://192.0.2.10:6443"

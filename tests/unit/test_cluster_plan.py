@@ -81,7 +81,7 @@ def check_golden(name: str, text: str) -> None:
 
 def test_golden_prepare_plan(inventory):
     host = inventory.control_plane
-    check_golden("cluster-prepare.txt", render_plan(host, prepare_steps(inventory)))
+    check_golden("cluster-prepare.txt", render_plan(host, prepare_steps(inventory, host)))
 
 
 def test_golden_control_plane_plan(inventory):
@@ -109,7 +109,7 @@ def test_sudo_hosts_get_sudo_n_sh_c_and_root_hosts_plain_commands(inventory):
     assert command.wire(sudo_host) == "sudo -n sh -c 'swapoff -a && echo '\"'\"'done'\"'\"''"
     assert command.wire(root_host) == "swapoff -a && echo 'done'"
     assert Command('[ -e "$HOME/x" ]', sudo=False).wire(sudo_host) == '[ -e "$HOME/x" ]'
-    plan = render_plan(root_host, prepare_steps(inventory))
+    plan = render_plan(root_host, prepare_steps(inventory, root_host))
     assert "[sudo]" not in plan
 
 
@@ -135,7 +135,7 @@ def test_pod_cidr_is_written_into_the_flannel_manifest(inventory, tmp_path):
     steps = control_plane_steps(custom)
     assert "--pod-network-cidr=10.32.0.0/16" in step_named(steps, "kubeadm-init").apply[0].text
     assert '"Network": "10.32.0.0/16"' in step_named(steps, "cni").apply[0].text
-    repo = step_named(prepare_steps(custom), "kubernetes-apt-repo")
+    repo = step_named(prepare_steps(custom, custom.control_plane), "kubernetes-apt-repo")
     assert "/v1.30/deb/" in repo.check.text
 
 
@@ -393,7 +393,7 @@ def test_connection_problems_name_the_host_and_step(inventory):
 def test_containerd_check_reads_the_effective_config_by_table(inventory, config, ok):
     import subprocess
 
-    check = step_named(prepare_steps(inventory), "containerd").check.text
+    check = step_named(prepare_steps(inventory, inventory.control_plane), "containerd").check.text
     awk = check[check.index("awk '") : check.index(" && systemctl")]
     done = subprocess.run(["sh", "-c", awk], input=config, text=True, check=False, timeout=10)
     assert (done.returncode == 0) is ok
