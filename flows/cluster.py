@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from prefect import flow, get_run_logger
@@ -34,9 +34,15 @@ from kubetrain.cluster import (
     load_inventory,
     nodes_ready_step,
     prepare_steps,
+    render_full_plan,
     teardown_steps,
 )
-from tasks.cluster import create_join_command, publish_cluster_report, run_host_steps
+from tasks.cluster import (
+    create_join_command,
+    publish_cluster_plan,
+    publish_cluster_report,
+    run_host_steps,
+)
 
 
 def _load(inventory: str) -> Inventory:
@@ -216,6 +222,21 @@ def teardown_cluster(
             inv.kubeconfig_path,
         )
     return _finish(report)
+
+
+@flow(name="plan-cluster", log_prints=False)
+def plan_cluster(
+    inventory: str, flow_name: Literal["bootstrap", "join", "teardown"] = "bootstrap"
+) -> str:
+    """Show the exact commands a cluster flow would run on every host, without connecting.
+
+    Args:
+        inventory: Path of the inventory YAML file on the machine running the flow.
+        flow_name: Which flow to plan: bootstrap, join or teardown.
+    """
+    text = render_full_plan(_load(inventory), flow_name)
+    publish_cluster_plan(text, flow_name)
+    return text
 
 
 # -- CLI -------------------------------------------------------------------------------------

@@ -49,3 +49,13 @@ def publish_cluster_report(report: ClusterReport) -> None:
         )
     except Exception as error:  # the report is also in the logs and the flow's return value
         logger.warning("could not create the report artifact: %s", error)
+
+
+@task(name="publish-cluster-plan", cache_policy=NO_CACHE)
+def publish_cluster_plan(text: str, flow_name: str) -> None:
+    """Publish a flow's full plan as a markdown artifact (key cluster-plan-FLOW)."""
+    create_markdown_artifact(
+        markdown=f"```\n{text}```\n",
+        key=f"cluster-plan-{flow_name}",
+        description=f"the commands {flow_name} would run on every host",
+    )

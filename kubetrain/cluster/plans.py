@@ -7,10 +7,10 @@ machine (see render_plan; tests/golden holds one per phase).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
 
-from kubetrain.cluster.inventory import DEFAULT_POD_CIDR, Host, Inventory
+from kubetrain.cluster.inventory import Host, Inventory
 from kubetrain.cluster.join import JoinCommand
+from kubetrain.cluster.spec import DEFAULT_POD_CIDR
 from kubetrain.cluster.steps import AnyStep, Command, FetchStep, Step, WaitStep
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
@@ -387,31 +387,3 @@ def nodes_ready_step(inventory: Inventory) -> WaitStep:
         probe=_ready_probe(system_pods=False),
         nodes=names,
     )
-
-
-def render_plan(host: Host, steps: Sequence[AnyStep]) -> str:
-    """A readable, exact plan for one host: each step's check and apply commands.
-
-    `[sudo]` marks a command sent as `sudo -n sh -c '<command>'` (see Command.wire).
-    """
-    lines = [f"# host {host.label} as {host.user}, role {host.role}"]
-    for step in steps:
-        lines.append(f"## {step.name}: {step.summary}")
-        match step:
-            case FetchStep():
-                lines.append(f"fetch: sftp {host.user}@{host.address}:~/{step.remote_path}")
-                lines.append(f"   to: {step.local_path} (mode 0600)")
-                if step.server:
-                    lines.append(f"   with: server: {step.server}")
-            case WaitStep():
-                lines.append(f"poll{_sudo_mark(step.probe, host)}: {step.probe.shown()}")
-            case Step():
-                lines.append(f"check{_sudo_mark(step.check, host)}: {step.check.shown()}")
-                lines.extend(
-                    f"apply{_sudo_mark(command, host)}: {command.shown()}" for command in step.apply
-                )
-    return "\n".join(lines) + "\n"
-
-
-def _sudo_mark(command: Command, host: Host) -> str:
-    return " [sudo]" if command.sudo and host.sudo else ""

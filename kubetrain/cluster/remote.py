@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from kubetrain.cluster.errors import ClusterStepError
-from kubetrain.cluster.inventory import Host, Inventory, WaitSpec
+from kubetrain.cluster.inventory import Host, Inventory
 from kubetrain.cluster.join import JOIN_TOKEN_COMMAND, JoinCommand, parse_join_command
 from kubetrain.cluster.runner import StepResult, run_command, run_steps, tail
+from kubetrain.cluster.spec import WaitSpec
 from kubetrain.cluster.steps import AnyStep
 from kubetrain.ssh import CommandResult, SshError, connect
 from kubetrain.ssh import run_command as ssh_run_command

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from kubetrain.cluster.errors import ClusterStepError
-from kubetrain.cluster.inventory import Host, WaitSpec
+from kubetrain.cluster.inventory import Host
+from kubetrain.cluster.spec import WaitSpec
 from kubetrain.cluster.steps import AnyStep, Command, FetchStep, Step, WaitStep
 from kubetrain.ssh import CommandResult, SshError
 

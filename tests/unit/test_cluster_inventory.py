@@ -311,3 +311,22 @@ def test_node_ip_iface_and_endpoint_are_checked(data, files):
     assert inventory.api_endpoint == "api.example.internal:6443"
     # The operator reaches the API server where it reaches the control plane over SSH.
     assert inventory.operator_server == "https://192.0.2.10:6443"
+
+
+def test_plan_flow_prints_every_hosts_commands_without_connecting(
+    data, files, monkeypatch, prefect_server
+):
+    import kubetrain.ssh
+    from flows.cluster import plan_cluster
+
+    def no_ssh(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an SSH connection was attempted")
+
+    monkeypatch.setattr(kubetrain.ssh, "connect", no_ssh)
+    files["source"].write_text(yaml.safe_dump(data))
+    text = plan_cluster(inventory=str(files["source"]), flow_name="bootstrap")
+    for name in ("cp-1", "worker-1", "worker-2"):
+        assert f"# host {name} (" in text
+    assert "kubeadm init --apiserver-advertise-address=192.0.2.10" in text
+    teardown = plan_cluster(inventory=str(files["source"]), flow_name="teardown")
+    assert teardown.count("apply [sudo]: kubeadm reset -f") == 3
