@@ -6,7 +6,7 @@
     python -m flows.cluster teardown  --inventory infra/inventory.yaml [--purge-packages]
 
 Every step is check-then-apply (kubetrain/cluster): a second run changes nothing and says so;
---dry-run runs only the read-only checks and lists, per host and step, what would run and why.
+a dry run runs only the read-only checks and lists, per host and step, what would run and why.
 A failed host stops only what depends on it; the others' finished work is kept; re-run resumes.
 """
 
@@ -15,70 +15,65 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture
 
 from kubetrain.cluster import (
+    AnyStep,
     ClusterReport,
     ClusterRunError,
     ClusterStepError,
     Host,
     Inventory,
     InventoryError,
-    Step,
-    StepResult,
+    control_plane_check,
     control_plane_steps,
     join_steps,
     load_inventory,
     nodes_ready_step,
     prepare_steps,
+    render_full_plan,
     teardown_steps,
 )
-from tasks.cluster import create_join_command, run_host_steps
+from tasks.cluster import (
+    create_join_command,
+    publish_cluster_plan,
+    publish_cluster_report,
+    run_host_steps,
+)
 
 
-def _gather(
-    report: ClusterReport, futures: Sequence[tuple[Host, PrefectFuture[list[StepResult]]]]
-) -> set[str]:
-    """Wait for every host's task; record results and errors; return the failed host names."""
-    failed: set[str] = set()
-    for host, future in futures:
-        try:
-            report.extend(future.result())
-        except ClusterStepError as error:
-            report.extend(error.results)
-            if not error.results:
-                report.results.append(
-                    StepResult(host.name, error.step, "failed", str(error), [error.command])
-                )
-            report.errors.append(str(error))
-            failed.add(host.name)
-    return failed
+def _load(inventory: str) -> Inventory:
+    """Load and validate the inventory; log its warnings (e.g. an unsupported version)."""
+    loaded = load_inventory(inventory)
+    for warning in loaded.warnings:
+        get_run_logger().warning("%s", warning)
+    return loaded
 
 
 def _run_on(
     report: ClusterReport,
-    work: Sequence[tuple[Host, Sequence[Step]]],
+    work: Sequence[tuple[Host, Sequence[AnyStep]]],
     dry_run: bool,
     label: str,
     inventory: Inventory,
 ) -> set[str]:
     """Run each host's steps in parallel (one task per host); return the failed host names."""
     futures = [
-        (host, run_host_steps.submit(host, list(steps), dry_run, label, inventory.wait))
+        (host, run_host_steps.submit(host, list(steps), dry_run, label, inventory.spec.wait))
         for host, steps in work
         if steps
     ]
-    return _gather(report, futures)
-
-
-def _skip(report: ClusterReport, hosts: Sequence[Host], steps: Sequence[Step], why: str) -> None:
-    report.extend(
-        StepResult(host.name, step.name, "skipped", why) for host in hosts for step in steps
-    )
+    failed: set[str] = set()
+    for host, future in futures:
+        try:
+            report.extend(future.result())
+        except ClusterStepError as error:
+            report.add_failure(host.name, error)
+            failed.add(host.name)
+    return failed
 
 
 def _join(
@@ -95,13 +90,9 @@ def _join(
         probe, [(host, join_steps(host, None)) for host in workers], True, "join-check", inventory
     )
     report.errors.extend(probe.errors)
-    pending = []
-    for host in workers:
-        looked = [result for result in probe.results if result.host == host.name]
-        if host.name in failed or looked[0].status == "satisfied":
-            report.extend(looked)
-        else:
-            pending.append(host)
+    satisfied = {r.host for r in probe.results if r.status == "satisfied"}
+    report.extend(r for r in probe.results if r.host in failed | satisfied)
+    pending = [host for host in workers if host.name not in failed | satisfied]
     if not pending:
         return failed
     join = None
@@ -110,30 +101,18 @@ def _join(
             join = create_join_command(inventory)
         except ClusterStepError as error:
             report.errors.append(str(error))
-            _skip(report, pending, join_steps(pending[0], None), "no join command")
+            report.skip([h.name for h in pending], join_steps(pending[0], None), "no join command")
             return failed | {host.name for host in pending}
     work = [
-        (host, (*(prepare_steps(inventory) if prepare else ()), *join_steps(host, join)))
+        (host, (*(prepare_steps(inventory, host) if prepare else ()), *join_steps(host, join)))
         for host in pending
     ]
     return failed | _run_on(report, work, dry_run, "join", inventory)
 
 
 def _finish(report: ClusterReport) -> dict[str, Any]:
-    """Log and publish the report; raise if any host failed."""
-    logger = get_run_logger()
-    text = report.render()
-    logger.info("%s", text)
-    try:
-        from prefect.artifacts import create_markdown_artifact
-
-        create_markdown_artifact(
-            markdown=f"# {report.summary()}\n\n```\n{text}\n```\n",
-            key=report.flow,
-            description=report.summary(),
-        )
-    except Exception as error:  # the report is also in the logs and the return value
-        logger.warning("could not create the report artifact: %s", error)
+    """Publish the report; raise if any host failed."""
+    publish_cluster_report(report)
     if report.errors:
         raise ClusterRunError(
             report.summary() + "\n" + "\n".join(report.errors) + "\nFix the cause and re-run: "
@@ -145,40 +124,40 @@ def _finish(report: ClusterReport) -> dict[str, Any]:
 
 @flow(name="bootstrap-cluster", log_prints=False)
 def bootstrap_cluster(
-    inventory: str, dry_run: bool = False, work_pool: bool = False
+    inventory: str, dry_run: bool = True, work_pool: bool = False
 ) -> dict[str, Any]:
     """Prepare every node, init the control plane, join the workers, verify all Ready.
 
-    With work_pool, hand the fetched kubeconfig to the ensure-work-pool flow afterwards.
+    Args:
+        inventory: Path of the inventory YAML file on the machine running the flow (see
+            infra/inventory.example.yaml).
+        dry_run: Only run the read-only checks and list, per host and step, what would run.
+            Set to false to change the machines.
+        work_pool: After a successful bootstrap, run the ensure-work-pool flow with the
+            fetched kubeconfig.
     """
-    inv = load_inventory(inventory)
+    inv = _load(inventory)
     report = ClusterReport("bootstrap-cluster", dry_run)
-    prepare = prepare_steps(inv)
-    failed = _run_on(report, [(host, prepare) for host in inv.hosts], dry_run, "prepare", inv)
-    control = control_plane_steps(inv)
-    verify = (nodes_ready_step(inv),)
-    if inv.control_plane.name in failed:
-        why = f"control plane {inv.control_plane.name} failed to prepare"
-        _skip(report, [inv.control_plane], (*control, *verify), why)
-        _skip(
-            report,
-            [w for w in inv.workers if w.name not in failed],
-            join_steps(inv.control_plane, None),
-            why,
-        )
-        return _finish(report)
-    failed |= _run_on(report, [(inv.control_plane, control)], dry_run, "init", inv)
-    ready_workers = [w for w in inv.workers if w.name not in failed]
-    if inv.control_plane.name in failed:
+    cp, workers = inv.control_plane, inv.workers
+    control, verify = control_plane_steps(inv), (nodes_ready_step(inv),)
+    failed = _run_on(
+        report, [(h, prepare_steps(inv, h)) for h in inv.hosts], dry_run, "prepare", inv
+    )
+    if cp.name in failed:
+        why = f"control plane {cp.name} failed to prepare"
+        report.skip([cp.name], (*control, *verify), why)
+    else:
+        failed |= _run_on(report, [(cp, control)], dry_run, "init", inv)
         why = "the control plane is not initialized"
-        _skip(report, ready_workers, join_steps(inv.control_plane, None), why)
-        _skip(report, [inv.control_plane], verify, why)
+        report.skip([cp.name] if cp.name in failed else [], verify, why)
+    if cp.name in failed:
+        report.skip([w.name for w in workers if w.name not in failed], join_steps(cp, None), why)
         return _finish(report)
-    failed |= _join(inv, report, ready_workers, dry_run, prepare=False)
+    failed |= _join(inv, report, [w for w in workers if w.name not in failed], dry_run, False)
     if failed:
-        _skip(report, [inv.control_plane], verify, "some hosts failed")
+        report.skip([cp.name], verify, "some hosts failed")
         return _finish(report)
-    _run_on(report, [(inv.control_plane, verify)], dry_run, "verify", inv)
+    _run_on(report, [(cp, verify)], dry_run, "verify", inv)
     result = _finish(report)
     if work_pool and not dry_run:
         # Imported here: the work-pool flow pulls in prefect-kubernetes, which only it needs.
@@ -189,25 +168,30 @@ def bootstrap_cluster(
 
 
 @flow(name="join-workers", log_prints=False)
-def join_workers(inventory: str, dry_run: bool = False) -> dict[str, Any]:
-    """Prepare and join every worker that is not joined yet, then wait until all are Ready."""
-    inv = load_inventory(inventory)
+def join_workers(inventory: str, dry_run: bool = True) -> dict[str, Any]:
+    """Prepare and join every worker that is not joined yet, then wait until all are Ready.
+
+    Args:
+        inventory: Path of the inventory YAML file on the machine running the flow; workers
+            listed there and not in the cluster yet are joined.
+        dry_run: Only run the read-only checks and list what would run. Set to false to
+            change the machines.
+    """
+    inv = _load(inventory)
     report = ClusterReport("join-workers", dry_run)
-    init_check = control_plane_steps(inv)[0]
+    # Only a check, even when not a dry run: joining never initializes a control plane.
+    looked = ClusterReport("join-workers", dry_run=True)
     failed = _run_on(
-        report,
-        [(inv.control_plane, (Step(init_check.name, init_check.summary, init_check.check),))],
-        True,  # only check: joining never initializes a control plane
-        "control-plane-check",
-        inv,
+        looked, [(inv.control_plane, (control_plane_check(inv),))], True, "control-plane-check", inv
     )
-    if failed or report.results[-1].status != "satisfied":
+    if failed or looked.results[-1].status != "satisfied":
+        report.extend(looked.results)
+        report.errors.extend(looked.errors)
         report.errors.append(
             f"control plane {inv.control_plane.label} is not initialized (or not reachable): "
             "run `python -m flows.cluster bootstrap --inventory …` first"
         )
         return _finish(report)
-    report.results.pop()  # a satisfied precondition, not a step of this flow
     failed = _join(inv, report, list(inv.workers), dry_run, prepare=True)
     if not failed:
         _run_on(report, [(inv.control_plane, (nodes_ready_step(inv),))], dry_run, "verify", inv)
@@ -216,11 +200,19 @@ def join_workers(inventory: str, dry_run: bool = False) -> dict[str, Any]:
 
 @flow(name="teardown-cluster", log_prints=False)
 def teardown_cluster(
-    inventory: str, dry_run: bool = False, purge_packages: bool | None = None
+    inventory: str, dry_run: bool = True, purge_packages: bool | None = None
 ) -> dict[str, Any]:
-    """kubeadm reset on every host, CNI and kubeconfig files removed, packages purged if asked."""
-    inv = load_inventory(inventory)
-    purge = inv.purge_packages if purge_packages is None else purge_packages
+    """kubeadm reset on every host, CNI and kubeconfig files removed, packages purged if asked.
+
+    Args:
+        inventory: Path of the inventory YAML file on the machine running the flow.
+        dry_run: Only run the read-only checks and list what would run. Set to false to
+            change the machines (teardown is destructive).
+        purge_packages: Also purge kubelet, kubeadm, kubectl and containerd and remove the
+            Kubernetes package repository. Empty means the inventory's purge_packages setting.
+    """
+    inv = _load(inventory)
+    purge = inv.spec.purge_packages if purge_packages is None else purge_packages
     report = ClusterReport("teardown-cluster", dry_run)
     steps = teardown_steps(inv, purge)
     _run_on(report, [(host, steps) for host in inv.hosts], dry_run, "teardown", inv)
@@ -230,6 +222,21 @@ def teardown_cluster(
             inv.kubeconfig_path,
         )
     return _finish(report)
+
+
+@flow(name="plan-cluster", log_prints=False)
+def plan_cluster(
+    inventory: str, flow_name: Literal["bootstrap", "join", "teardown"] = "bootstrap"
+) -> str:
+    """Show the exact commands a cluster flow would run on every host, without connecting.
+
+    Args:
+        inventory: Path of the inventory YAML file on the machine running the flow.
+        flow_name: Which flow to plan: bootstrap, join or teardown.
+    """
+    text = render_full_plan(_load(inventory), flow_name)
+    publish_cluster_plan(text, flow_name)
+    return text
 
 
 # -- CLI -------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
+from kubetrain.cluster.versions import DEFAULT_FLANNEL, DEFAULT_KUBERNETES
 from tests.sshd import Sshd
+from tests.standins.standin import network_seed
 
 STANDINS_DIR = Path(__file__).resolve().parent
 FSTAB = (
@@ -77,7 +79,23 @@ class StandinHost:
         os.chmod(marker.parent, 0o777)  # noqa: S103
         os.chmod(marker, 0o666)  # noqa: S103
 
-    def seed_prepared(self, minor: str = "1.31") -> None:
+    def install_optional(self, tool: str) -> None:
+        """Put an optional tool's stand-in (tests/standins/optional/) on this host's PATH."""
+        (self.state / "bin" / tool).symlink_to(STANDINS_DIR / "optional" / tool)
+
+    def iptables(self, family: str = "v4") -> str:
+        """This host's iptables rules in iptables-save form."""
+        return (self.state / "net" / f"iptables.{family}").read_text()
+
+    def offer(self, package: str, version: str) -> None:
+        """Make this host's distribution offer another version of package (e.g. containerd 2.x)."""
+        path = self.state / "offer" / package
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(version + "\n")
+        for item in (path.parent, path):
+            item.chmod(0o777 if item.is_dir() else 0o666)
+
+    def seed_prepared(self, minor: str = DEFAULT_KUBERNETES) -> None:
         """Put the host in the state the prepare steps leave (as if prepared by hand earlier).
 
         For tests about later phases: the flow's prepare checks then find nothing to do.
@@ -96,7 +114,12 @@ class StandinHost:
                     "net.ipv4.ip_forward",
                 )
             ),
-            "etc/containerd/config.toml": "version = 2\n      SystemdCgroup = true\n",
+            "etc/containerd/config.toml": (
+                'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n'
+                f'  bin_dir = "{root}/opt/cni/bin"\n'
+                '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+                "  SystemdCgroup = true\n"
+            ),
             KEYRING.lstrip("/"): "stand-in keyring",
             "etc/apt/sources.list.d/kubernetes.list": (
                 f"deb [signed-by={root}{KEYRING}] {DEFAULT_PACKAGE_REPOSITORY}/v{minor}/deb/ /\n"
@@ -166,7 +189,7 @@ class StandinCluster:
                         address=address,
                         user=user,
                         extra_config=[
-                            f"SetEnv PATH={STANDINS_DIR}:/usr/bin:/bin "
+                            f"SetEnv PATH={STANDINS_DIR}:{state}/bin:/usr/bin:/bin "
                             f"KUBETRAIN_STANDIN_STATE={state} "
                             f"KUBETRAIN_STANDIN_CLUSTER={self.cluster_state}"
                         ],
@@ -185,6 +208,11 @@ class StandinCluster:
     def workers(self) -> list[StandinHost]:
         """The worker hosts."""
         return self.hosts[1:]
+
+    def node(self, name: str) -> dict[str, Any]:
+        """The stand-in API server's record of a registered node (taints, …)."""
+        record: dict[str, Any] = json.loads((self.cluster_state / "nodes" / name).read_text())
+        return record
 
     def host(self, name: str) -> StandinHost:
         """The host with this node name."""
@@ -216,6 +244,8 @@ class StandinCluster:
             (host.root / "etc" / "apt" / "sources.list.d").mkdir(parents=True)
             (host.root / "etc" / "fstab").write_text(FSTAB)
             (host.state / "swap").write_text("on\n")
+            (host.state / "bin").mkdir()
+            network_seed(host.state)
             for path in [host.state, *host.state.rglob("*")]:
                 path.chmod(0o777 if path.is_dir() else 0o666)
         try:
@@ -242,9 +272,9 @@ class StandinCluster:
             }
 
         return {
-            "kubernetes_version": "1.31",
+            "kubernetes_version": DEFAULT_KUBERNETES,
             "pod_network_cidr": "10.244.0.0/16",
-            "cni": {"name": "flannel", "version": "v0.26.1"},
+            "cni": {"name": "flannel", "version": DEFAULT_FLANNEL},
             "kubeconfig_path": str(self.kubeconfig_path),
             "ssh": {
                 "sudo": True,

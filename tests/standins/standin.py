@@ -173,6 +173,9 @@ def _repo_minor() -> str | None:
 
 
 def _candidate(package: str) -> str | None:
+    offered = STATE / "offer" / package  # a host whose distribution ships another version
+    if offered.exists():
+        return offered.read_text().strip()
     if package in DISTRO_PACKAGES:
         return DISTRO_PACKAGES[package]
     if package in KUBE_REPO_PACKAGES:
@@ -344,23 +347,113 @@ def systemctl(argv: list[str]) -> int:
     return code
 
 
-CONTAINERD_DEFAULT_CONFIG = """\
-version = 2
+# `containerd config default`, abridged to the tables the plans touch, per release line. 1.7
+# writes config version 2 under io.containerd.grpc.v1.cri; Debian and Ubuntu patch its CNI
+# bin_dir to /usr/lib/cni (flannel installs its plugin into /opt/cni/bin). 2.x writes version 3:
+# the CRI runtime settings moved to io.containerd.cri.v1.runtime, the runc options no longer
+# list SystemdCgroup, and 2.1 replaced cni.bin_dir with the list bin_dirs.
+CONTAINERD_1_7_DEFAULT = """\
+disabled_plugins = []
+imports = []
+oom_score = 0
 root = "/var/lib/containerd"
 state = "/run/containerd"
+version = 2
 
 [plugins]
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      BinaryName = ""
-      SystemdCgroup = false
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:3.8"
+
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "/etc/cni/net.d"
+      max_conf_num = 1
+
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes]
+
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+          runtime_type = "io.containerd.runc.v2"
+
+          [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+            BinaryName = ""
+            Root = ""
+            ShimCgroup = ""
+            SystemdCgroup = false
+"""
+CONTAINERD_2_DEFAULT = """\
+version = 3
+root = '/var/lib/containerd'
+state = '/run/containerd'
+temp = ''
+plugin_dir = ''
+disabled_plugins = []
+required_plugins = []
+oom_score = 0
+imports = []
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = 'registry.k8s.io/pause:3.10'
+
+  [plugins.'io.containerd.cri.v1.runtime']
+    enable_selinux = false
+
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes]
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+          runtime_type = 'io.containerd.runc.v2'
+          sandboxer = 'podsandbox'
+
+          [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+            BinaryName = ''
+            NoNewKeyring = false
+            Root = ''
+            ShimCgroup = ''
+
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      {bin_dir}
+      conf_dir = '/etc/cni/net.d'
+      max_conf_num = 1
 """
 
 
+def _containerd_default() -> str:
+    version = installed("containerd") or ""
+    major, _, rest = version.partition(".")
+    minor = int(rest.split(".")[0]) if rest[:1].isdigit() else 0
+    if major != "2":
+        return CONTAINERD_1_7_DEFAULT
+    bin_dir = "bin_dirs = ['/opt/cni/bin']" if minor >= 1 else "bin_dir = '/opt/cni/bin'"
+    return CONTAINERD_2_DEFAULT.replace("{bin_dir}", bin_dir)
+
+
 def containerd(argv: list[str]) -> int:
+    require_package_tool("containerd")
     if argv == ["config", "default"]:
-        sys.stdout.write(CONTAINERD_DEFAULT_CONFIG)
+        sys.stdout.write(_containerd_default())
+        return 0
+    if argv == ["config", "dump"]:
+        # The effective configuration: the file if there is one (it must parse), else defaults.
+        import tomllib
+
+        path = rooted("/etc/containerd/config.toml")
+        text = path.read_text() if path.exists() else _containerd_default()
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise Fail(
+                f"containerd: failed to load TOML from /etc/containerd/config.toml: {error}"
+            ) from None
+        sys.stdout.write(text)
         return 0
     raise Fail(f"containerd stand-in: unsupported arguments {argv}")
 
@@ -393,6 +486,20 @@ kind: DaemonSet
 metadata:
   name: kube-flannel-ds
   namespace: kube-flannel
+spec:
+  template:
+    spec:
+      containers:
+      - name: kube-flannel
+        image: ghcr.io/flannel-io/flannel:v0.28.7
+        command:
+        - /opt/bin/flanneld
+        args:
+        - --ip-masq
+        - --kube-subnet-mgr
+        resources:
+          requests:
+            cpu: "100m"
 """
 
 
@@ -491,8 +598,13 @@ def _flag(argv: list[str], name: str) -> str | None:
     return None
 
 
-def _register_node(name: str) -> None:
-    write(CLUSTER / "nodes" / name, json.dumps({"root": str(ROOT), "observed": 0}))
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+
+
+def _register_node(name: str, taints: tuple[str, ...] = ()) -> None:
+    # kubeadm init taints its node NoSchedule; joined workers have no taint.
+    record = {"root": str(ROOT), "observed": 0, "taints": list(taints)}
+    write(CLUSTER / "nodes" / name, json.dumps(record))
     if _cluster_get("cni"):
         _write_cni_files(ROOT)
 
@@ -500,10 +612,166 @@ def _register_node(name: str) -> None:
 def _write_cni_files(root: Path) -> None:
     write(root / "etc/cni/net.d/10-flannel.conflist", '{"name": "cbr0", "cniVersion": "0.3.1"}\n')
     write(root / "var/lib/cni/flannel/stand-in", "")
+    _network_up(root.parent)
+
+
+# -- network state kube-proxy and flannel leave on a node ------------------------------------
+# What a running node has, and what `kubeadm reset` does not remove: the cni0 bridge, the
+# flannel.1 VXLAN device, kube-proxy's and flannel's iptables chains (KUBE-*, FLANNEL-*),
+# kube-proxy's nftables tables and, in IPVS mode, its virtual services and kube-ipvs0.
+
+OPERATOR_IPTABLES = {
+    "filter": [
+        ":OPERATOR-SSH - [0:0]",
+        "-A INPUT -j OPERATOR-SSH",
+        "-A OPERATOR-SSH -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT",
+    ],
+    "nat": ["-A POSTROUTING -o eth0 -j MASQUERADE"],
+}
+KUBE_IPTABLES = {
+    "filter": [
+        ":FLANNEL-FWD - [0:0]",
+        ":KUBE-FIREWALL - [0:0]",
+        ":KUBE-FORWARD - [0:0]",
+        '-A INPUT -m comment --comment "kubernetes firewall" -j KUBE-FIREWALL',
+        '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+        '-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+    ],
+    "nat": [
+        ":FLANNEL-POSTRTG - [0:0]",
+        ":KUBE-POSTROUTING - [0:0]",
+        ":KUBE-SERVICES - [0:0]",
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+        "-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+    ],
+}
+BUILTIN_CHAINS = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+}
+TARGETS = {"ACCEPT", "DROP", "RETURN", "MASQUERADE", "REJECT"}
+
+
+def _iptables_text(rules: dict[str, list[str]]) -> str:
+    lines = []
+    for table, builtins in BUILTIN_CHAINS.items():
+        lines.append(f"*{table}")
+        lines.extend(f":{chain} ACCEPT [0:0]" for chain in builtins)
+        body = rules.get(table, [])
+        lines.extend(line for line in body if line.startswith(":"))
+        lines.extend(line for line in body if not line.startswith(":"))
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def network_seed(state: Path) -> None:
+    """What a fresh host has: the operator's own firewall rules and nftables table."""
+    for family in ("v4", "v6"):
+        write(state / "net" / f"iptables.{family}", _iptables_text(OPERATOR_IPTABLES))
+    write(state / "net" / "nft", "table inet operator\n")
+
+
+def _network_up(state: Path) -> None:
+    links = state / "net" / "links"
+    for name in ("cni0", "flannel.1"):
+        write(links / name, "")
+    for family in ("v4", "v6"):
+        path = state / "net" / f"iptables.{family}"
+        if "KUBE-" not in (path.read_text() if path.exists() else ""):
+            merged = {t: OPERATOR_IPTABLES.get(t, []) + KUBE_IPTABLES[t] for t in BUILTIN_CHAINS}
+            write(path, _iptables_text(merged))
+    nft = state / "net" / "nft"
+    if "kube-proxy" not in (nft.read_text() if nft.exists() else ""):
+        write(
+            nft,
+            (nft.read_text() if nft.exists() else "") + "table ip kube-proxy\n"
+            "table ip6 kube-proxy\n",
+        )
+    if (state / "bin" / "ipvsadm").exists():  # kube-proxy in IPVS mode
+        write(links / "kube-ipvs0", "")
+        write(state / "net" / "ipvs", "TCP  10.96.0.1:443 rr\nUDP  10.96.0.10:53 rr\n")
+
+
+def ip(argv: list[str]) -> int:
+    links = STATE / "net" / "links"
+    if argv[:2] == ["link", "show"] and len(argv) == 3:
+        if not (links / argv[2]).exists():
+            raise Fail(f'Device "{argv[2]}" does not exist.')
+        print(f"7: {argv[2]}: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 state UP")
+        return 0
+    if argv[:2] == ["link", "delete"] and len(argv) == 3:
+        if not (links / argv[2]).exists():
+            raise Fail("Cannot find device " + f'"{argv[2]}"')
+        (links / argv[2]).unlink()
+        return 0
+    raise Fail(f"ip stand-in: unsupported arguments {argv}")
+
+
+def _iptables(family: str, argv: list[str]) -> int:
+    path = STATE / "net" / f"iptables.{family}"
+    tool = "iptables" if family == "v4" else "ip6tables"
+    if argv == ["save"]:
+        sys.stdout.write(path.read_text() if path.exists() else "")
+        return 0
+    if argv == ["restore"]:
+        text = sys.stdin.read()
+        declared: set[str] = set()
+        table = ""
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.startswith("*"):
+                table = line[1:]
+                declared = set(BUILTIN_CHAINS.get(table, ()))
+            elif line.startswith(":"):
+                declared.add(line[1:].split()[0])
+            elif line.startswith("-A "):
+                words = line.split()
+                jump = words[words.index("-j") + 1] if "-j" in words else None
+                if words[1] not in declared or (jump and jump not in declared | TARGETS):
+                    raise Fail(f"{tool}-restore: line {number} failed", 2)
+        if not table:
+            raise Fail(f"{tool}-restore: no table in input", 2)
+        write(path, text)
+        return 0
+    raise Fail(f"{tool} stand-in: unsupported arguments {argv}")
+
+
+def nft(argv: list[str]) -> int:
+    path = STATE / "net" / "nft"
+    tables = path.read_text().splitlines() if path.exists() else []
+    if argv == ["list", "tables"]:
+        for table in tables:
+            print(table)
+        return 0
+    if argv[:2] == ["delete", "table"] and len(argv) == 4:
+        line = f"table {argv[2]} {argv[3]}"
+        if line not in tables:
+            raise Fail(f"Error: No such file or directory\ndelete table {argv[2]} {argv[3]}")
+        write(path, "".join(f"{t}\n" for t in tables if t != line))
+        return 0
+    raise Fail(f"nft stand-in: unsupported arguments {argv}")
+
+
+def ipvsadm(argv: list[str]) -> int:
+    path = STATE / "net" / "ipvs"
+    if argv == ["-Ln"]:
+        print("IP Virtual Server version 1.2.1 (size=4096)")
+        print("Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port Forward Weight")
+        sys.stdout.write(path.read_text() if path.exists() else "")
+        return 0
+    if argv == ["--clear"]:
+        path.unlink(missing_ok=True)
+        return 0
+    raise Fail(f"ipvsadm stand-in: unsupported arguments {argv}")
 
 
 def _kubeadm_init(argv: list[str]) -> int:
     advertise = _flag(argv, "--apiserver-advertise-address")
+    endpoint = _flag(argv, "--control-plane-endpoint")
     node = _flag(argv, "--node-name")
     cidr = _flag(argv, "--pod-network-cidr")
     if not (advertise and node and cidr):
@@ -523,7 +791,8 @@ def _kubeadm_init(argv: list[str]) -> int:
         write(
             rooted(f"/etc/kubernetes/{name}"),
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n"
-            f"    certificate-authority-data: c3RhbmQtaW4=\n    server: https://{advertise}:6443\n"
+            "    certificate-authority-data: c3RhbmQtaW4=\n"
+            f"    server: https://{endpoint or f'{advertise}:6443'}\n"
             f"  name: kubernetes\n# {name} written by the kubeadm stand-in for {node}\n",
         )
     write(rooted("/etc/kubernetes/manifests/kube-apiserver.yaml"), "kind: Pod\n")
@@ -537,14 +806,15 @@ def _kubeadm_init(argv: list[str]) -> int:
             "error execution phase wait-control-plane: could not initialize a Kubernetes cluster"
         )
     ca_hash = hashlib.sha256(f"{advertise}/{node}".encode()).hexdigest()
-    write(_cluster_file("endpoint"), f"{advertise}:6443\n")
+    write(_cluster_file("endpoint"), f"{endpoint or f'{advertise}:6443'}\n")
     write(_cluster_file("ca-hash"), f"sha256:{ca_hash}\n")
     write(_cluster_file("control-plane-state"), f"{STATE}\n")
     write(_cluster_file("pod-cidr"), f"{cidr}\n")
-    _register_node(node)
+    _register_node(node, (f"{CONTROL_PLANE_TAINT}:NoSchedule",))
     token = _new_token()
     print(
-        "[init] Using Kubernetes version: v1.31.4\n[preflight] Running pre-flight checks\n"
+        f"[init] Using Kubernetes version: v{str(installed('kubeadm')).split('-')[0]}\n"
+        "[preflight] Running pre-flight checks\n"
         "Your Kubernetes control-plane has initialized successfully!\n\n"
         "Then you can join any number of worker nodes by running the following on each as root:\n\n"
         f"kubeadm join {advertise}:6443 --token {token} \\\n"
@@ -673,6 +943,11 @@ def kubeadm(argv: list[str]) -> int:
     raise Fail(f"kubeadm stand-in: unsupported arguments {argv}")
 
 
+def _taints(node: dict[str, object]) -> list[str]:
+    taints = node.get("taints", [])
+    return [str(taint) for taint in taints] if isinstance(taints, list) else []
+
+
 def _nodes() -> dict[str, dict[str, object]]:
     directory = CLUSTER / "nodes"
     if not directory.exists():
@@ -684,6 +959,7 @@ def kubectl(argv: list[str]) -> int:
     require_package_tool("kubectl")
     args = list(argv)
     kubeconfig = _flag(args, "--kubeconfig")
+    output = _flag(args, "-o") or ""
     namespace = _flag(args, "-n") or _flag(args, "--namespace") or "default"
     words: list[str] = []
     while args:
@@ -710,7 +986,25 @@ def kubectl(argv: list[str]) -> int:
         name = words[2]
         if name not in nodes:
             raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
-        print(f"node/{name}")
+        if output == "jsonpath={.spec.taints[*].key}":
+            print(" ".join(t.split(":")[0] for t in _taints(nodes[name])))
+        elif output == "name":
+            print(f"node/{name}")
+        else:
+            raise Fail(f"kubectl stand-in: unsupported output {output}")
+        return 0
+    if verb == "taint" and words[1:2] == ["nodes"]:
+        name, change = words[2], words[3]
+        if name not in nodes:
+            raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
+        taints = _taints(nodes[name])
+        if not change.endswith("-"):
+            raise Fail("kubectl stand-in: only taint removal (KEY:EFFECT-) is supported")
+        if change[:-1] not in taints:
+            raise Fail(f'error: taint "{change[:-1]}" not found')
+        taints.remove(change[:-1])
+        write(CLUSTER / "nodes" / name, json.dumps(nodes[name] | {"taints": taints}))
+        print(f"node/{name} untainted")
         return 0
     if verb == "get" and words[1:2] == ["nodes"]:
         for name, node in nodes.items():
@@ -741,6 +1035,9 @@ def kubectl(argv: list[str]) -> int:
         if "kube-flannel-ds" not in text:
             raise Fail("error: no objects passed to apply")
         match = re.search(r'"Network": "([^"]+)"', text)
+        listed = re.search(r"\n( +)args:\n((?:\1- .*\n)+)", text)
+        flannel_args = [line.strip()[2:] for line in listed.group(2).splitlines()] if listed else []
+        write(_cluster_file("flannel-args"), " ".join(flannel_args) + "\n")
         write(_cluster_file("cni"), "flannel\n")
         write(_cluster_file("cni-network"), (match.group(1) if match else "") + "\n")
         for node in nodes.values():
@@ -776,6 +1073,13 @@ TOOLS = {
     "gpg": gpg,
     "kubeadm": kubeadm,
     "kubectl": kubectl,
+    "ip": ip,
+    "iptables-save": lambda argv: _iptables("v4", ["save", *argv]),
+    "iptables-restore": lambda argv: _iptables("v4", ["restore", *argv]),
+    "ip6tables-save": lambda argv: _iptables("v6", ["save", *argv]),
+    "ip6tables-restore": lambda argv: _iptables("v6", ["restore", *argv]),
+    "nft": nft,
+    "ipvsadm": ipvsadm,
 }
 
 

@@ -8,6 +8,7 @@ reviewer to read. After an intended change, regenerate them with
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from kubetrain.cluster import (
     JOIN_TOKEN_COMMAND,
+    AnyStep,
     ClusterReport,
     ClusterStepError,
     Command,
@@ -22,13 +24,16 @@ from kubetrain.cluster import (
     Inventory,
     Step,
     WaitSpec,
+    WaitStep,
     control_plane_steps,
+    full_plan,
     join_steps,
     nodes_ready_step,
     parse_inventory,
     parse_join_command,
     parse_ready,
     prepare_steps,
+    render_full_plan,
     render_plan,
     run_steps,
     teardown_steps,
@@ -51,7 +56,7 @@ def inventory(tmp_path: Path) -> Inventory:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")
     data = {
-        "kubernetes_version": "1.31",
+        "kubernetes_version": "1.36",
         "ssh": {"user": "ubuntu", "key": {"path": str(key)}, "known_hosts": str(known_hosts)},
         "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
         "workers": [
@@ -60,6 +65,13 @@ def inventory(tmp_path: Path) -> Inventory:
         ],
     }
     return parse_inventory(data, Path("/srv/kubetrain/inventory.yaml"))
+
+
+def step_named(steps: tuple[AnyStep, ...], name: str) -> Step:
+    """The check-then-apply step called name."""
+    (step,) = [s for s in steps if s.name == name]
+    assert isinstance(step, Step), f"{name} is a {type(step).__name__}, not a check-then-apply"
+    return step
 
 
 def check_golden(name: str, text: str) -> None:
@@ -73,7 +85,7 @@ def check_golden(name: str, text: str) -> None:
 
 def test_golden_prepare_plan(inventory):
     host = inventory.control_plane
-    check_golden("cluster-prepare.txt", render_plan(host, prepare_steps(inventory)))
+    check_golden("cluster-prepare.txt", render_plan(host, prepare_steps(inventory, host)))
 
 
 def test_golden_control_plane_plan(inventory):
@@ -84,7 +96,7 @@ def test_golden_control_plane_plan(inventory):
 def test_golden_join_plan(inventory):
     worker = inventory.workers[0]
     join = parse_join_command(REAL_JOIN_OUTPUT)
-    steps = (*join_steps(worker, join), nodes_ready_step(inventory))
+    steps: tuple[AnyStep, ...] = (*join_steps(worker, join), nodes_ready_step(inventory))
     text = render_plan(worker, steps)
     check_golden("cluster-join.txt", text)
     assert "abcdef.0123456789abcdef" not in text
@@ -101,12 +113,12 @@ def test_sudo_hosts_get_sudo_n_sh_c_and_root_hosts_plain_commands(inventory):
     assert command.wire(sudo_host) == "sudo -n sh -c 'swapoff -a && echo '\"'\"'done'\"'\"''"
     assert command.wire(root_host) == "swapoff -a && echo 'done'"
     assert Command('[ -e "$HOME/x" ]', sudo=False).wire(sudo_host) == '[ -e "$HOME/x" ]'
-    plan = render_plan(root_host, prepare_steps(inventory))
+    plan = render_plan(root_host, prepare_steps(inventory, root_host))
     assert "[sudo]" not in plan
 
 
 def test_user_kubeconfig_runs_sudo_inside_the_users_shell(inventory):
-    step = next(s for s in control_plane_steps(inventory) if s.name == "user-kubeconfig")
+    step = step_named(control_plane_steps(inventory), "user-kubeconfig")
     # $HOME and id must expand in the SSH user's shell, not root's.
     assert step.apply[1].wire(inventory.control_plane).startswith("sudo -n install -m 0600")
     assert '"$HOME/.kube/config"' in step.apply[1].text
@@ -115,6 +127,7 @@ def test_user_kubeconfig_runs_sudo_inside_the_users_shell(inventory):
 def test_pod_cidr_is_written_into_the_flannel_manifest(inventory, tmp_path):
     inventory_data = {
         "kubernetes_version": "1.30",
+        "single_node": True,
         "pod_network_cidr": "10.32.0.0/16",
         "ssh": {
             "key": {"path": str(inventory.control_plane.key.path)},
@@ -123,10 +136,10 @@ def test_pod_cidr_is_written_into_the_flannel_manifest(inventory, tmp_path):
         "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
     }
     custom = parse_inventory(inventory_data, tmp_path / "inv.yaml")
-    steps = {s.name: s for s in control_plane_steps(custom)}
-    assert "--pod-network-cidr=10.32.0.0/16" in steps["kubeadm-init"].apply[0].text
-    assert '"Network": "10.32.0.0/16"' in steps["cni"].apply[0].text
-    repo = {s.name: s for s in prepare_steps(custom)}["kubernetes-apt-repo"]
+    steps = control_plane_steps(custom)
+    assert "--pod-network-cidr=10.32.0.0/16" in step_named(steps, "kubeadm-init").apply[0].text
+    assert '"Network": "10.32.0.0/16"' in step_named(steps, "cni").apply[0].text
+    repo = step_named(prepare_steps(custom, custom.control_plane), "kubernetes-apt-repo")
     assert "/v1.30/deb/" in repo.check.text
 
 
@@ -347,3 +360,184 @@ def test_connection_problems_name_the_host_and_step(inventory):
     assert (error.host, error.step, error.exit_code) == ("worker-1 (192.0.2.11)", "connect", None)
     assert "ssh ubuntu@192.0.2.11 -p 22" in str(error)
     assert "not a readable ed25519, ECDSA or RSA private key" in str(error)
+
+
+# -- containerd ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "ok"),
+    [
+        (
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+            "  SystemdCgroup = true\n"
+            '[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/opt/cni/bin"\n',
+            True,
+        ),
+        (
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n"
+            "  SystemdCgroup = true\n"
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = ['/opt/cni/bin']\n",
+            True,
+        ),
+        # The setting under another table (where a blind append lands) does not count.
+        (
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = ['/opt/cni/bin']\n"
+            "  SystemdCgroup = true\n",
+            False,
+        ),
+        (
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n"
+            "  SystemdCgroup = true\n"
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dir = '/usr/lib/cni'\n",
+            False,
+        ),
+    ],
+)
+def test_containerd_check_reads_the_effective_config_by_table(inventory, config, ok):
+    import subprocess
+
+    check = step_named(prepare_steps(inventory, inventory.control_plane), "containerd").check.text
+    awk = check[check.index("awk '") : check.index(" && systemctl")]
+    done = subprocess.run(["sh", "-c", awk], input=config, text=True, check=False, timeout=10)
+    assert (done.returncode == 0) is ok
+
+
+# -- one node --------------------------------------------------------------------------------
+
+UNTAINT = "node-role.kubernetes.io/control-plane:NoSchedule-"
+
+
+def test_single_node_untaints_the_control_plane_and_only_then(inventory, tmp_path):
+    assert UNTAINT not in render_plan(inventory.control_plane, control_plane_steps(inventory))
+    data = {
+        "kubernetes_version": "1.36",
+        "single_node": True,
+        "ssh": {
+            "key": {"path": str(inventory.control_plane.key.path)},
+            "known_hosts": str(inventory.control_plane.known_hosts),
+        },
+        "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
+    }
+    single = parse_inventory(data, tmp_path / "inv.yaml")
+    steps = control_plane_steps(single)
+    step = step_named(steps, "control-plane-schedulable")
+    assert [command.text for command in step.apply] == [
+        f"kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=10s taint nodes cp-1 "
+        f"{UNTAINT}"
+    ]
+    assert "spec.taints" in step.check.text
+    names = [s.name for s in steps]
+    assert names.index("kubeadm-init") < names.index("control-plane-schedulable")
+
+
+# -- the full plan and the properties that matter (independent of the golden files) ----------
+
+# Words that change a machine; a check runs in every dry run, so it must contain none of them.
+MUTATING = re.compile(
+    r"\b(rm|mkdir|install -|apt-get|apt-mark (un)?hold|modprobe|swapoff|sysctl -p|kubeadm "
+    r"(init|join|reset)|systemctl (enable|restart|start|stop)|ip link delete|iptables-restore|"
+    r"ip6tables-restore|ipvsadm --clear|nft delete|taint|annotate|kubectl [^|]* apply)\b|"
+    r"sed -[A-Za-z]*i|>(?!&|\s*/dev/null)"
+)
+
+
+def single_node_inventory(inventory: Inventory, tmp_path: Path, version: str = "1.36"):
+    data = {
+        "kubernetes_version": version,
+        "single_node": True,
+        "ssh": {
+            "key": {"path": str(inventory.control_plane.key.path)},
+            "known_hosts": str(inventory.control_plane.known_hosts),
+        },
+        "control_plane": {"name": "cp-1", "address": "192.0.2.10"},
+    }
+    return parse_inventory(data, tmp_path / "inv.yaml")
+
+
+def test_full_bootstrap_plan_covers_every_host_in_the_order_the_flow_runs(inventory):
+    plan = full_plan(inventory, "bootstrap")
+    assert [host.name for host, _ in plan] == ["cp-1", "worker-1", "worker-2", "cp-1"]
+    cp_steps = [step.name for step in plan[0][1]]
+    assert cp_steps[0] == "swap-off"
+    assert cp_steps.index("containerd") < cp_steps.index("kubeadm-init") < cp_steps.index("cni")
+    for _, steps in plan[1:3]:
+        assert [s.name for s in steps][-1] == "kubeadm-join"
+        assert "kubeadm-init" not in [s.name for s in steps]
+    assert [s.name for s in plan[-1][1]] == ["nodes-ready"]
+    teardown = full_plan(inventory, "teardown")
+    assert {host.name for host, _ in teardown} == {"cp-1", "worker-1", "worker-2"}
+
+
+def test_every_check_is_read_only_so_dry_runs_change_nothing(inventory, tmp_path):
+    single = single_node_inventory(inventory, tmp_path)
+    checked = 0
+    for inv in (inventory, single):
+        for flow_name in ("bootstrap", "join", "teardown"):
+            for _, steps in full_plan(inv, flow_name):
+                for step in steps:
+                    if isinstance(step, Step):
+                        assert step.apply, f"{step.name} has a check but nothing to apply"
+                        found = MUTATING.search(step.check.text)
+                        assert found is None, f"{step.name}'s check mutates: {found}"
+                        checked += 1
+                    elif isinstance(step, WaitStep):
+                        assert MUTATING.search(step.probe.text) is None
+    assert checked > 30
+
+
+@pytest.mark.parametrize("release", ["1.7", "2.0", "2.1"])
+def test_containerd_edits_land_in_each_versions_own_tables(inventory, tmp_path, release):
+    import subprocess
+    import tomllib
+
+    from kubetrain.cluster.plans import CONTAINERD_CONFIG
+    from tests.standins import standin
+
+    default = {
+        "1.7": standin.CONTAINERD_1_7_DEFAULT,
+        "2.0": standin.CONTAINERD_2_DEFAULT.replace("{bin_dir}", "bin_dir = '/opt/cni/bin'"),
+        "2.1": standin.CONTAINERD_2_DEFAULT.replace("{bin_dir}", "bin_dirs = ['/opt/cni/bin']"),
+    }[release]
+    config = tmp_path / "config.toml"
+    config.write_text(default)
+    step = step_named(prepare_steps(inventory, inventory.control_plane), "containerd")
+    edits = [
+        c.text for c in step.apply if CONTAINERD_CONFIG in c.text and "config default" not in c.text
+    ]
+    assert len(edits) == 3
+    for edit in edits:
+        subprocess.run(
+            ["sh", "-c", edit.replace(CONTAINERD_CONFIG, str(config))], check=True, timeout=10
+        )
+    parsed = tomllib.loads(config.read_text())
+    cri = "io.containerd.grpc.v1.cri" if release == "1.7" else "io.containerd.cri.v1.runtime"
+    runc = parsed["plugins"][cri]["containerd"]["runtimes"]["runc"]
+    assert runc["options"]["SystemdCgroup"] is True
+    assert config.read_text().count("SystemdCgroup") == 1
+    cni = parsed["plugins"][cri]["cni"]
+    assert cni.get("bin_dirs", [cni.get("bin_dir")]) in (["/opt/cni/bin"],)
+    assert runc["runtime_type"] == "io.containerd.runc.v2"  # the rest of the default is kept
+    awk = step.check.text[step.check.text.index("awk '") : step.check.text.index(" && systemctl")]
+    assert (
+        subprocess.run(["sh", "-c", f"{awk} < {config}"], check=False, timeout=10).returncode == 0
+    )
+
+
+def test_the_join_token_never_appears_in_a_plan_or_report(inventory):
+    join = parse_join_command(REAL_JOIN_OUTPUT)
+    worker = inventory.workers[0]
+    text = render_plan(worker, join_steps(worker, join)) + render_full_plan(inventory, "join")
+    assert join.token not in text
+    assert "--token <redacted>" in text
+    assert "--token <fresh token>" in text
+    # The only command carrying the token is the one sent to the worker.
+    (sent,) = [c for c in join_steps(worker, join)[0].apply if join.token in c.text]
+    assert join.token not in sent.shown()
+
+
+def test_full_plan_names_an_unsupported_version(inventory, tmp_path):
+    old = single_node_inventory(inventory, tmp_path, version="1.29")
+    text = render_full_plan(old, "bootstrap")
+    assert text.splitlines()[1].startswith("# WARNING: kubernetes_version 1.29 is older than")
+    assert "control-plane-schedulable" in text
