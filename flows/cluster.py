@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import typer
 from prefect import flow, get_run_logger
 
+from flows._failures import fail_on_user_error
 from kubetrain.cluster import (
     AnyStep,
     ClusterReport,
@@ -27,7 +26,6 @@ from kubetrain.cluster import (
     ClusterStepError,
     Host,
     Inventory,
-    InventoryError,
     control_plane_check,
     control_plane_steps,
     join_steps,
@@ -123,6 +121,7 @@ def _finish(report: ClusterReport) -> dict[str, Any]:
 
 
 @flow(name="bootstrap-cluster", log_prints=False)
+@fail_on_user_error
 def bootstrap_cluster(
     inventory: str, dry_run: bool = True, work_pool: bool = False
 ) -> dict[str, Any]:
@@ -168,6 +167,7 @@ def bootstrap_cluster(
 
 
 @flow(name="join-workers", log_prints=False)
+@fail_on_user_error
 def join_workers(inventory: str, dry_run: bool = True) -> dict[str, Any]:
     """Prepare and join every worker that is not joined yet, then wait until all are Ready.
 
@@ -189,7 +189,7 @@ def join_workers(inventory: str, dry_run: bool = True) -> dict[str, Any]:
         report.errors.extend(looked.errors)
         report.errors.append(
             f"control plane {inv.control_plane.label} is not initialized (or not reachable): "
-            "run `python -m flows.cluster bootstrap --inventory …` first"
+            "run `kubetrain cluster bootstrap --inventory … --no-dry-run` first"
         )
         return _finish(report)
     failed = _join(inv, report, list(inv.workers), dry_run, prepare=True)
@@ -199,6 +199,7 @@ def join_workers(inventory: str, dry_run: bool = True) -> dict[str, Any]:
 
 
 @flow(name="teardown-cluster", log_prints=False)
+@fail_on_user_error
 def teardown_cluster(
     inventory: str, dry_run: bool = True, purge_packages: bool | None = None
 ) -> dict[str, Any]:
@@ -225,6 +226,7 @@ def teardown_cluster(
 
 
 @flow(name="plan-cluster", log_prints=False)
+@fail_on_user_error
 def plan_cluster(
     inventory: str, flow_name: Literal["bootstrap", "join", "teardown"] = "bootstrap"
 ) -> str:
@@ -239,89 +241,9 @@ def plan_cluster(
     return text
 
 
-# -- CLI -------------------------------------------------------------------------------------
+if __name__ == "__main__":  # `python -m flows.cluster X …` is `kubetrain cluster X …`
+    import sys
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Bootstrap, grow and tear down a kubeadm cluster over SSH (infra/inventory.example.yaml).",
-)
-InventoryOption = Annotated[
-    Path, typer.Option("--inventory", "-i", help="Inventory YAML (infra/inventory.example.yaml).")
-]
-DryRunOption = Annotated[
-    bool, typer.Option("--dry-run", help="Only run the read-only checks; list what would run.")
-]
+    from kubetrain.cli import main
 
-
-def _validate(inventory: Path) -> None:
-    try:
-        load_inventory(inventory)
-    except InventoryError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _report(result: dict[str, Any]) -> None:
-    typer.echo(result["text"])
-
-
-def _invoke(flow_fn: Any, **kwargs: Any) -> None:
-    try:
-        result = flow_fn(**kwargs)
-    except ClusterRunError as error:
-        typer.echo(error.report.render(), err=True)
-        raise typer.Exit(1) from None
-    _report(result)
-
-
-@app.command()
-def bootstrap(
-    inventory: InventoryOption,
-    dry_run: DryRunOption = False,
-    work_pool: Annotated[
-        bool,
-        typer.Option(
-            "--work-pool",
-            help="Then run ensure-work-pool with the fetched kubeconfig (flows/work_pool.py).",
-        ),
-    ] = False,
-) -> None:
-    """Prepare all nodes, init the control plane, join the workers, wait until all are Ready."""
-    _validate(inventory)
-    _invoke(bootstrap_cluster, inventory=str(inventory), dry_run=dry_run, work_pool=work_pool)
-
-
-@app.command()
-def join(inventory: InventoryOption, dry_run: DryRunOption = False) -> None:
-    """Prepare and join workers that are not in the cluster yet."""
-    _validate(inventory)
-    _invoke(join_workers, inventory=str(inventory), dry_run=dry_run)
-
-
-@app.command()
-def teardown(
-    inventory: InventoryOption,
-    dry_run: DryRunOption = False,
-    purge_packages: Annotated[
-        bool | None,
-        typer.Option(
-            "--purge-packages/--keep-packages",
-            help="Also purge kubelet, kubeadm, kubectl, containerd (default: the inventory's).",
-        ),
-    ] = None,
-) -> None:
-    """kubeadm reset -f on every host, remove CNI and kubeconfig files; safe to run twice."""
-    _validate(inventory)
-    _invoke(
-        teardown_cluster, inventory=str(inventory), dry_run=dry_run, purge_packages=purge_packages
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point for `python -m flows.cluster`."""
-    app(args=list(argv) if argv is not None else sys.argv[1:], prog_name="python -m flows.cluster")
-
-
-if __name__ == "__main__":
-    main()
+    main(["cluster", *sys.argv[1:]])

@@ -52,6 +52,13 @@ def _show_text(result: Any) -> str:
     return str(result.text)
 
 
+def _show_report(result: Any) -> str:
+    # The cluster flows return their report; its text is what a person reads.
+    if isinstance(result, dict) and isinstance(result.get("text"), str):
+        return str(result["text"])
+    return _show_json(result)
+
+
 def _show_json(result: Any) -> str:
     return json.dumps(result, indent=2, default=str)
 
@@ -62,9 +69,10 @@ GROUPS: dict[str | None, list[FlowCommand]] = {
         FlowCommand("predict", "flows/predict.py:predict", _show_predict),
     ],
     "cluster": [
-        FlowCommand("bootstrap", "flows/cluster.py:bootstrap_cluster", _show_json),
-        FlowCommand("join", "flows/cluster.py:join_workers", _show_json),
-        FlowCommand("teardown", "flows/cluster.py:teardown_cluster", _show_json),
+        FlowCommand("bootstrap", "flows/cluster.py:bootstrap_cluster", _show_report),
+        FlowCommand("join", "flows/cluster.py:join_workers", _show_report),
+        FlowCommand("teardown", "flows/cluster.py:teardown_cluster", _show_report),
+        FlowCommand("plan", "flows/cluster.py:plan_cluster", str),
     ],
     "work-pool": [
         FlowCommand("ensure", "flows/work_pool.py:ensure_work_pool", _show_json),

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cluster import app, bootstrap_cluster, join_workers, teardown_cluster
+from flows.cluster import bootstrap_cluster, join_workers, teardown_cluster
+from kubetrain.cli import build_app
 from kubetrain.cluster import ClusterRunError, InventoryError
 from kubetrain.cluster.versions import DEFAULT_FLANNEL, DEFAULT_KUBERNETES
 from tests.standins.hosts import StandinCluster
@@ -92,9 +93,8 @@ def test_dry_run_on_fresh_hosts_lists_every_step_and_changes_nothing(hosts: Stan
     assert "--token <fresh token>" in text
 
     # The CLI: a dry-run teardown of fresh hosts has nothing to do and exits 0.
-    cli = CliRunner().invoke(
-        app, ["teardown", "--inventory", str(hosts.inventory_path), "--dry-run"]
-    )
+    argv = ["cluster", "teardown", "--inventory", str(hosts.inventory_path), "--dry-run"]
+    cli = CliRunner().invoke(build_app(argv), argv)
     assert cli.exit_code == 0, cli.output
     assert "teardown-cluster: dry run: nothing changed; nothing would change" in cli.output
     for host in hosts.hosts:

@@ -217,7 +217,7 @@ def test_cli_rejects_bad_inventories_before_any_ssh_connection(data, files, tmp_
     from typer.testing import CliRunner
 
     import kubetrain.ssh
-    from flows import cluster as cluster_flows
+    from kubetrain.cli import build_app
 
     def no_ssh(*args: object, **kwargs: object) -> None:
         raise AssertionError("an SSH connection was attempted")
@@ -238,11 +238,10 @@ def test_cli_rejects_bad_inventories_before_any_ssh_connection(data, files, tmp_
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(broken))
         for command in ("bootstrap", "join", "teardown"):
-            result = runner.invoke(
-                cluster_flows.app, [command, "--inventory", str(path), "--dry-run"]
-            )
-            assert result.exit_code == 2, (name, command, result.output)
-            assert f"inventory {path}" in result.output
+            argv = ["cluster", command, "--inventory", str(path), "--dry-run"]
+            result = runner.invoke(build_app(argv), argv)
+            assert result.exit_code == 1, (name, command, result.output)
+            assert f"error: inventory {path}" in result.output
 
 
 # -- versions within support -----------------------------------------------------------------
