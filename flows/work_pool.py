@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from prefect import flow, get_run_logger
 
 from kubetrain.k8s import (
-    KUBERNETES_VERSION,
     POOL_NAME,
     TEMPLATE_PATH,
     WorkPoolError,
-    apply_manifests,
     derive_base_job_template,
-    load_base_job_template,
-    load_environment,
+)
+from tasks.work_pool import (
+    apply_manifests,
     load_manifests,
-    sftp_secret_manifest,
-    template_for_environment,
+    load_template,
     upsert_work_pool,
     validate_template,
 )
@@ -39,25 +35,32 @@ def ensure_work_pool(
     namespace: str = "kubetrain",
     template: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret."""
+    """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret.
+
+    Args:
+        pool: Name of the Kubernetes work pool to create or update.
+        environment: Job-variable defaults of the pool: deployments/ENVIRONMENT.yaml (dev, prod).
+        kubeconfig: Path of a kubeconfig; when given, infra/kubernetes is applied to that cluster.
+        context: kubeconfig context to use (default: its current context).
+        ssh_key: Private key file for the SFTP Secret (needs known_hosts and kubeconfig).
+        known_hosts: known_hosts file for the SFTP Secret (needs ssh_key and kubeconfig).
+        secret_name: Name of the SFTP Secret in the cluster.
+        namespace: Namespace of the flow-run Jobs and the SFTP Secret.
+        template: Path of a base job template JSON (default: deployments/base-job-template.json).
+    """
     logger = get_run_logger()
     if (ssh_key is None) != (known_hosts is None):
         raise WorkPoolError("pass both ssh_key and known_hosts (the Secret needs both files)")
     if ssh_key and not kubeconfig:
         raise WorkPoolError("creating the SFTP Secret needs a kubeconfig: pass kubeconfig")
-    base = load_base_job_template(Path(template) if template else TEMPLATE_PATH)
-    pool_template = template_for_environment(base, load_environment(environment))
+    pool_template = load_template(environment, template)
     validate_template(pool_template)
-    logger.info("base job template renders a valid Kubernetes %s Job", KUBERNETES_VERSION)
     # Everything is read and checked before anything is changed.
-    docs = load_manifests() if kubeconfig else []
-    if ssh_key and known_hosts:
-        docs.append(sftp_secret_manifest(secret_name, namespace, Path(ssh_key), Path(known_hosts)))
-    pool_result = asyncio.run(upsert_work_pool(pool, pool_template))
-    logger.info("work pool %r: %s", pool, pool_result)
-    result: dict[str, Any] = {"pool": pool_result, "manifests": {}}
+    docs = load_manifests(secret_name, namespace, ssh_key, known_hosts) if kubeconfig else []
+    result: dict[str, Any] = {"pool": upsert_work_pool(pool, pool_template), "manifests": {}}
+    logger.info("work pool %r: %s", pool, result["pool"])
     if kubeconfig:
-        result["manifests"] = asyncio.run(apply_manifests(docs, Path(kubeconfig), context))
+        result["manifests"] = apply_manifests(docs, kubeconfig, context)
         for label, outcome in result["manifests"].items():
             logger.info("%s: %s", label, outcome)
     return result

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import yaml
@@ -118,7 +118,7 @@ def render_deployment_job(
     Offline: fake API objects (random ids) stand for the flow run, deployment, flow and pool.
     `worker_env` are Prefect settings the worker process has set explicitly (e.g.
     PREFECT_API_URL); the worker copies them into the Job's env. `objects`: the API objects
-    from flows.work_pool.sample_flow_run_objects (to know the ids), else fresh ones. The pool's
+    from kubetrain.k8s.sample_flow_run_objects (to know the ids), else fresh ones. The pool's
     template is the base template with deployments/<environment>.yaml as variable defaults,
     as `python -m flows.work_pool --environment <environment>` creates it.
     """
@@ -197,8 +197,32 @@ class StandinKubernetesApi:
     Answers: POST .../jobs|secrets|<any collection> -> 201 with the object (name from
     generateName, a uid); GET of an object it stored -> 200, else 404; PUT/PATCH of a stored
     object -> 200 and replaced/merged; GET of a collection -> an empty or stored list;
-    GET /api/v1/namespaces/kube-system -> a namespace with a uid. Every request is recorded.
+    GET /api/v1/namespaces/kube-system -> a namespace with a uid; GET /api/v1 or
+    /apis/<group>/<version> -> the discovery list of the kinds in `RESOURCES`. A server-side
+    apply (PATCH, application/apply-patch+yaml) creates a missing object (201) or merges into a
+    stored one, bumping metadata.resourceVersion only when the merge changed it; the real API
+    server also removes fields the manager stopped applying, which this merge does not.
+    Every request is recorded.
     """
+
+    # group/version path -> {kind: (plural, namespaced)}, as the API server's discovery says.
+    RESOURCES: ClassVar[dict[str, dict[str, tuple[str, bool]]]] = {
+        "/api/v1": {
+            "Namespace": ("namespaces", False),
+            "ServiceAccount": ("serviceaccounts", True),
+            "Secret": ("secrets", True),
+            "ConfigMap": ("configmaps", True),
+            "ResourceQuota": ("resourcequotas", True),
+            "LimitRange": ("limitranges", True),
+        },
+        "/apis/apps/v1": {"Deployment": ("deployments", True)},
+        "/apis/rbac.authorization.k8s.io/v1": {
+            "Role": ("roles", True),
+            "RoleBinding": ("rolebindings", True),
+        },
+        "/apis/networking.k8s.io/v1": {"NetworkPolicy": ("networkpolicies", True)},
+        "/apis/batch/v1": {"Job": ("jobs", True)},
+    }
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.requests: list[RecordedRequest] = []
@@ -238,7 +262,13 @@ class StandinKubernetesApi:
                             {k.lower(): v for k, v in self.headers.items()},
                         )
                     )
-                    status, answer = api._answer(self.command, path, body)
+                    content_type = self.headers.get("Content-Type", "")
+                    if self.command == "PATCH" and content_type.startswith(
+                        "application/apply-patch"
+                    ):
+                        status, answer = api._apply(path, body)
+                    else:
+                        status, answer = api._answer(self.command, path, body)
                 self._send(status, answer)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
@@ -247,7 +277,33 @@ class StandinKubernetesApi:
         self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def _apply(self, path: str, body: Any) -> tuple[int, Any]:
+        current = self.objects.get(path)
+        if current is None:
+            obj = dict(body or {})
+            meta = dict(obj.get("metadata") or {})
+            meta.update(uid=str(uuid.uuid4()), resourceVersion="1")
+            obj["metadata"] = meta
+            self.objects[path] = obj
+            return 201, obj
+        merged = _merge(current, body or {})
+        if merged != current:
+            meta = dict(merged["metadata"])
+            meta["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
+            merged["metadata"] = meta
+            self.objects[path] = merged
+        return 200, self.objects[path]
+
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "GET" and path in self.RESOURCES:
+            return 200, {
+                "kind": "APIResourceList",
+                "groupVersion": path.split("/", 2)[2],
+                "resources": [
+                    {"name": plural, "kind": kind, "namespaced": namespaced, "verbs": []}
+                    for kind, (plural, namespaced) in self.RESOURCES[path].items()
+                ],
+            }
         if method == "GET" and path == "/api/v1/namespaces/kube-system":
             return 200, {
                 "apiVersion": "v1",

@@ -51,12 +51,17 @@ def test_apply_creates_then_reports_unchanged_then_updates(
         assert set(first.values()) == {"created"}
         assert "Namespace/-/kubetrain" in first
         assert "Secret/kubetrain/kubetrain-sftp" in first
-        # Namespace first: everything else lives in it.
-        posted = [r.path for r in api.requests if r.method == "POST"]
-        assert posted[0] == "/api/v1/namespaces"
-        assert "/apis/rbac.authorization.k8s.io/v1/namespaces/kubetrain/roles" in posted
-        assert "/apis/apps/v1/namespaces/kubetrain/deployments" in posted
-        (secret,) = api.created("/secrets")
+        # Server-side apply, as field manager kubetrain; Namespace first: the rest lives in it.
+        applied = [r for r in api.requests if r.method == "PATCH"]
+        assert all(r.headers["content-type"] == "application/apply-patch+yaml" for r in applied)
+        assert all("fieldManager=kubetrain" in r.path for r in applied)
+        paths = [r.path.split("?", 1)[0] for r in applied]
+        assert paths[0] == "/api/v1/namespaces/kubetrain"
+        assert (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/kubetrain/roles/prefect-worker" in paths
+        )
+        assert "/apis/apps/v1/namespaces/kubetrain/deployments/prefect-worker" in paths
+        secret = api.objects["/api/v1/namespaces/kubetrain/secrets/kubetrain-sftp"]
         assert base64.b64decode(secret["data"]["id"]) == key.read_bytes()
         assert base64.b64decode(secret["data"]["known_hosts"]) == known_hosts.read_bytes()
         assert all(r.headers.get("authorization") == "Bearer standin-token" for r in api.requests)
@@ -72,9 +77,16 @@ def test_apply_creates_then_reports_unchanged_then_updates(
         assert [v for k, v in third.items() if k != "Deployment/kubetrain/prefect-worker"] == [
             "unchanged"
         ] * (len(docs) - 1)
-        puts = [r for r in api.requests if r.method == "PUT"]
-        assert len(puts) == 1
-        assert puts[0].body["spec"]["replicas"] == 2
+        stored = api.objects["/apis/apps/v1/namespaces/kubetrain/deployments/prefect-worker"]
+        assert stored["spec"]["replicas"] == 2
+
+
+def test_apply_names_a_kind_the_cluster_does_not_serve(tmp_path: Path) -> None:
+    doc = {"apiVersion": "v1", "kind": "Gizmo", "metadata": {"name": "g", "namespace": "x"}}
+    with StandinKubernetesApi() as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        with pytest.raises(WorkPoolError, match=r"no kind 'Gizmo' in v1"):
+            asyncio.run(apply_manifests([doc], kubeconfig))
 
 
 def test_secret_from_bad_files_is_refused(tmp_path: Path, ssh_files: tuple[Path, Path]) -> None:
@@ -91,10 +103,8 @@ def test_secret_from_bad_files_is_refused(tmp_path: Path, ssh_files: tuple[Path,
 
 def test_apply_names_a_refusal(tmp_path: Path) -> None:
     class Forbidding(StandinKubernetesApi):
-        def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-            if method == "POST":
-                return 403, {"kind": "Status", "code": 403, "message": "forbidden: no rights"}
-            return super()._answer(method, path, body)
+        def _apply(self, path: str, body: Any) -> tuple[int, Any]:
+            return 403, {"kind": "Status", "code": 403, "message": "forbidden: no rights"}
 
     with Forbidding() as api:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
@@ -135,13 +145,30 @@ def test_ensure_work_pool_flow_twice_then_unchanged(
             "ssh_key": str(key),
             "known_hosts": str(known_hosts),
         }
-        first = ensure_work_pool(**kwargs)
+        first_state = ensure_work_pool(**kwargs, return_state=True)
+        first = first_state.result()
         second = ensure_work_pool(**kwargs)
     assert first["pool"] == "created"
     assert set(first["manifests"].values()) == {"created"}
     assert second["pool"] == "unchanged"
     assert set(second["manifests"].values()) == {"unchanged"}
-    assert len(api.created("/secrets")) == 1
+    assert "/api/v1/namespaces/kubetrain/secrets/kubetrain-sftp" in api.objects
+    # Each step is a task run of its own, visible in the UI.
+    import httpx
+
+    runs = httpx.post(
+        f"{prefect_server.api_url}/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [str(first_state.state_details.flow_run_id)]}}},
+        timeout=30,
+    ).json()
+    steps = {r["name"].rsplit("-", 1)[0] for r in runs}
+    assert steps == {
+        "load-template",
+        "validate-template",
+        "load-manifests",
+        "upsert-work-pool",
+        "apply-manifests",
+    }
 
 
 def test_ensure_work_pool_refuses_half_a_secret(prefect_server: Any, tmp_path: Path) -> None:
