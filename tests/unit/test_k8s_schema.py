@@ -130,10 +130,80 @@ def test_worker_deployment_limits_observer_and_runs_the_pool() -> None:
     assert pod["serviceAccountName"] == "prefect-worker"
 
 
-def test_helm_values_example_matches_the_manifests() -> None:
+CHART_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "prefect-worker"
+# Env the chart's deployment template sets itself (release 2026.8.18172642): setting one again
+# in extraEnvVars gives the container the same variable twice.
+CHART_SET_ENV = {
+    "HOME",
+    "PREFECT_API_URL",
+    "PREFECT_API_ENABLE_HTTP2",
+    "PREFECT_KUBERNETES_CLUSTER_UID",
+    "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES",
+    "PREFECT_WORKER_QUERY_SECONDS",
+    "PREFECT_WORKER_PREFETCH_SECONDS",
+}
+# Images whose entrypoint the chart's default command (/usr/bin/tini ... entrypoint.sh) runs.
+PREFECT_IMAGE = "prefecthq/prefect"
+
+
+def _helm_values() -> dict[str, Any]:
     values = yaml.safe_load(HELM_VALUES.read_text())
+    assert isinstance(values, dict)
+    return values
+
+
+def test_helm_values_pass_the_charts_own_schema() -> None:
+    import json
+
+    import jsonschema  # type: ignore[import-untyped]
+
+    schema = json.loads((CHART_SCHEMA / "values.schema.json").read_text())
+    errors = [
+        f"{'.'.join(str(p) for p in e.path)}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(_helm_values())
+    ]
+    assert errors == []
+
+
+def test_helm_worker_container_can_start() -> None:
+    worker = _helm_values()["worker"]
+    image = worker.get("image", {})
+    # Without worker.command the chart runs tini + /opt/prefect/entrypoint.sh: only Prefect's
+    # image has them (the kubetrain image does not, it would crash-loop).
+    assert image.get("repository") == PREFECT_IMAGE or worker.get("command")
+    tag = image.get("prefectTag", "")
+    assert tag.startswith("3.9.1-"), "pin the worker to the Prefect version of requirements"
+    assert "latest" not in tag
+
+
+def test_helm_values_set_no_env_the_chart_sets() -> None:
+    names = [e["name"] for e in _helm_values()["worker"].get("extraEnvVars", [])]
+    assert len(names) == len(set(names))
+    assert not set(names) & CHART_SET_ENV
+    assert _helm_values()["worker"]["config"]["jobNamespace"] == "kubetrain"
+
+
+def test_workers_refuse_to_create_the_pool() -> None:
+    import subprocess
+    import sys
+
+    flag = "--no-create-pool-if-not-found"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "PREFECT_HOME": "/tmp/prefect-help"},
+    ).stdout
+    assert flag in help_text  # the installed Prefect knows the flag
+    assert flag in _helm_values()["worker"]["extraArgs"]
+    (dep,) = _docs(INFRA_DIR / "worker-deployment.yaml")
+    assert flag in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_helm_values_example_matches_the_manifests() -> None:
+    values = _helm_values()
     assert values["worker"]["config"]["workPool"] == "kubetrain-k8s"
     assert values["worker"]["config"]["type"] == "kubernetes"
-    env = {e["name"]: e["value"] for e in values["worker"]["extraEnvVars"]}
-    assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == "kubetrain"
     assert values["role"]["extraPermissions"] == []
