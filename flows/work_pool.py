@@ -14,6 +14,7 @@ from kubetrain.k8s import (
     WorkPoolError,
     derive_base_job_template,
 )
+from kubetrain.settings import get_settings
 from tasks.work_pool import (
     apply_manifests,
     load_manifests,
@@ -27,6 +28,7 @@ from tasks.work_pool import (
 def ensure_work_pool(
     pool: str = POOL_NAME,
     environment: str = "prod",
+    image: str | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
     ssh_key: str | None = None,
@@ -40,6 +42,8 @@ def ensure_work_pool(
     Args:
         pool: Name of the Kubernetes work pool to create or update.
         environment: Job-variable defaults of the pool: deployments/ENVIRONMENT.yaml (dev, prod).
+        image: Flow-run image, the pool's default (default: KUBETRAIN_IMAGE); prod needs a
+            registry host and a version tag or digest.
         kubeconfig: Path of a kubeconfig; when given, infra/kubernetes is applied to that cluster.
         context: kubeconfig context to use (default: its current context).
         ssh_key: Private key file for the SFTP Secret (needs known_hosts and kubeconfig).
@@ -53,7 +57,7 @@ def ensure_work_pool(
         raise WorkPoolError("pass both ssh_key and known_hosts (the Secret needs both files)")
     if ssh_key and not kubeconfig:
         raise WorkPoolError("creating the SFTP Secret needs a kubeconfig: pass kubeconfig")
-    pool_template = load_template(environment, template)
+    pool_template = load_template(environment, image or get_settings().image, template)
     validate_template(pool_template)
     # Everything is read and checked before anything is changed.
     docs = load_manifests(secret_name, namespace, ssh_key, known_hosts) if kubeconfig else []

@@ -14,10 +14,11 @@ from kubetrain.k8s import manifests, pool, template, validate
 
 
 @task(name="load-template", cache_policy=NO_CACHE)
-def load_template(environment: str, path: str | None = None) -> dict[str, Any]:
-    """The base job template with deployments/<environment>.yaml as the pool's defaults."""
-    base = template.load_base_job_template(Path(path) if path else template.TEMPLATE_PATH)
-    return template.template_for_environment(base, template.load_environment(environment))
+def load_template(environment: str, image: str | None, path: str | None = None) -> dict[str, Any]:
+    """The base job template with deployments/<environment>.yaml and the image as defaults."""
+    return template.pool_template(
+        environment, image, Path(path) if path else template.TEMPLATE_PATH
+    )
 
 
 @task(name="validate-template", cache_policy=NO_CACHE)

@@ -43,6 +43,8 @@ PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 IMAGE_WORKDIR = "/opt/kubetrain"
 SSH_MOUNT_DIR = "/var/run/secrets/kubetrain/ssh"
 _PATH_MAP_ENV = "KUBETRAIN_TEST_PATH_MAP"
+# The image the tests' pools run (a string only: nothing pulls it here).
+TEST_IMAGE = "registry.example.com/kubetrain:0.0.0-test"
 
 # Loaded by the replayed process through PYTHONPATH: maps the image's paths (the pull step's
 # /opt/kubetrain) to local ones, so the recorded args and pull steps run unchanged.
@@ -120,17 +122,15 @@ def render_deployment_job(
     PREFECT_API_URL); the worker copies them into the Job's env. `objects`: the API objects
     from kubetrain.k8s.sample_flow_run_objects (to know the ids), else fresh ones. The pool's
     template is the base template with deployments/<environment>.yaml as variable defaults,
-    as `python -m flows.work_pool --environment <environment>` creates it.
+    as `python -m flows.work_pool --environment <environment>` creates it, with TEST_IMAGE.
     """
     import prefect.settings
     from prefect.settings import temporary_settings
 
     from kubetrain.k8s import (
-        load_base_job_template,
-        load_environment,
+        pool_template,
         render_job_manifest,
         sample_flow_run_objects,
-        template_for_environment,
     )
 
     spec = deployment_spec(deployment_name)
@@ -146,10 +146,7 @@ def render_deployment_job(
     with temporary_settings(updates=updates):
         return asyncio.run(
             render_job_manifest(
-                template
-                or template_for_environment(
-                    load_base_job_template(), load_environment(environment)
-                ),
+                template or pool_template(environment, TEST_IMAGE),
                 job_variables,
                 **objects,
             )
@@ -649,13 +646,11 @@ def ensure_project_deployed(api_url: str) -> dict[str, str]:
         return _DEPLOYED[api_url]
     from kubetrain.k8s import (
         POOL_NAME,
-        load_base_job_template,
-        load_environment,
-        template_for_environment,
+        pool_template,
         upsert_work_pool,
     )
 
-    template = template_for_environment(load_base_job_template(), load_environment("prod"))
+    template = pool_template("prod", TEST_IMAGE)
     asyncio.run(upsert_work_pool(POOL_NAME, template))
     resp = httpx.post(
         f"{api_url}/work_pools/", json={"name": "kubetrain-infra", "type": "process"}, timeout=30

@@ -33,6 +33,10 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
+# Environments whose pool must run an immutable image from a registry.
+PINNED_IMAGE_ENVIRONMENTS = frozenset({"prod"})
+
+
 class WorkPoolError(UserError):
     """A user-facing problem with the template, the job variables or the manifests."""
 
@@ -50,7 +54,12 @@ def derive_base_job_template() -> dict[str, Any]:
     props: dict[str, Any] = template["variables"]["properties"]
 
     props["namespace"]["default"] = "kubetrain"
-    props["image"]["default"] = "kubetrain:0.1.0"
+    # Named once, at ensure-work-pool time (KUBETRAIN_IMAGE), as the pool's default.
+    props["image"]["default"] = None
+    props["image"]["description"] = (
+        "Container image of the flow-run pods. ensure-work-pool sets the pool's default from "
+        "KUBETRAIN_IMAGE (or its image parameter); deployments do not override it."
+    )
     props["service_account_name"]["default"] = "kubetrain-flow-run"
     props["backoff_limit"]["default"] = 0
     props["backoff_limit"]["description"] = (
@@ -225,3 +234,43 @@ def check_job_variables(template: Mapping[str, Any], job_variables: Mapping[str,
             for e in errors
         ]
         raise WorkPoolError("invalid job variables:\n  " + "\n  ".join(lines))
+
+
+def check_image(image: str | None, environment: str) -> str:
+    """The image for an environment's pool; prod needs a registry host and a fixed tag/digest."""
+    fix = "set KUBETRAIN_IMAGE (or the image parameter) to the image you pushed"
+    if not image or not image.strip():
+        raise WorkPoolError(f"no image for the {environment!r} pool: {fix}")
+    image = image.strip()
+    if environment not in PINNED_IMAGE_ENVIRONMENTS:
+        return image
+    shown = image if len(image) <= 120 else image[:117] + "..."
+    first, _, rest = image.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        raise WorkPoolError(
+            f"image {shown!r} names no registry host: nodes pull {environment} images from a "
+            f"registry; {fix}, e.g. registry.example.com/kubetrain:0.1.0"
+        )
+    name, at, _digest = rest.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    if not at and not tag:
+        raise WorkPoolError(
+            f"image {shown!r} has no tag (Kubernetes pulls 'latest'): {fix} with a version tag "
+            "or a digest"
+        )
+    if not at and tag == "latest":
+        raise WorkPoolError(
+            f"image {shown!r} uses the mutable 'latest' tag: a rerun could get other code; "
+            f"{fix} with a version tag or a digest"
+        )
+    return image
+
+
+def pool_template(
+    environment: str, image: str | None, path: Path = TEMPLATE_PATH
+) -> dict[str, Any]:
+    """The pool's template: base template, deployments/<environment>.yaml defaults, the image."""
+    defaults = load_environment(environment)
+    defaults["image"] = check_image(image, environment)
+    return template_for_environment(load_base_job_template(path), defaults)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -19,12 +20,14 @@ from kubetrain.k8s import (
     derive_base_job_template,
     load_base_job_template,
     load_environment,
+    pool_template,
     sample_flow_run_objects,
     template_for_environment,
     validate_template,
 )
 from tests.kube_helpers import (
     REPO_ROOT,
+    TEST_IMAGE,
     deployment_spec,
     flow_name_of,
     kubernetes_deployments,
@@ -89,8 +92,8 @@ def test_rendered_job_for_each_deployment(name: str) -> None:
     assert job["kind"] == "Job"
     assert job["metadata"]["namespace"] == jv["namespace"]
     assert job["metadata"]["generateName"]
-    assert container["image"] == jv["image"]
-    assert env["KUBETRAIN_IMAGE"] == jv["image"]  # recorded in the version's manifest
+    assert container["image"] == TEST_IMAGE
+    assert env["KUBETRAIN_IMAGE"] == TEST_IMAGE  # recorded in the version's manifest
     assert args == ["prefect", "flow-run", "execute"]
     assert env["PREFECT_API_URL"] == API_URL
     assert env["PREFECT__FLOW_RUN_ID"] == str(objects["flow_run"].id)
@@ -171,11 +174,10 @@ def test_job_variable_env_can_override_the_template_env() -> None:
 
 @pytest.mark.parametrize("environment", ["dev", "prod"])
 def test_environment_files_render_valid_jobs(environment: str) -> None:
-    template = template_for_environment(load_base_job_template(), load_environment(environment))
-    job = validate_template(template)
+    job = validate_template(pool_template(environment, TEST_IMAGE))
     jv = load_environment(environment)
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == jv["image"]
+    assert container["image"] == TEST_IMAGE
     assert container["resources"]["limits"]["memory"] == jv["memory_limit"]
 
 
@@ -245,3 +247,67 @@ def test_environment_with_an_empty_secret_name_is_refused_before_pool_creation()
     template = template_for_environment(load_base_job_template(), {"sftp_secret_name": ""})
     with pytest.raises(WorkPoolError, match=r"sftp_secret_name"):
         validate_template(template)
+
+
+# ------------------------------------------------------------------ the image: one place
+
+# A kubetrain image reference (name:tag) in a committed file other than the pool default.
+_IMAGE_REF = re.compile(r"\bkubetrain:(?:\d|dev|latest|test)")
+_IMAGE_FILES = [
+    REPO_ROOT / "prefect.yaml",
+    *sorted((REPO_ROOT / "deployments").glob("*.yaml")),
+    REPO_ROOT / "deployments" / "base-job-template.json",
+    *sorted((REPO_ROOT / "infra" / "kubernetes").rglob("*.yaml")),
+]
+
+
+@pytest.mark.parametrize("path", _IMAGE_FILES, ids=lambda p: p.name)
+def test_no_committed_file_names_the_flow_run_image(path: Any) -> None:
+    # The image is given once, to ensure-work-pool (KUBETRAIN_IMAGE), as the pool's default;
+    # a copy anywhere else drifts from it (and a deployment's copy hides the pool default).
+    assert not _IMAGE_REF.findall(path.read_text()), path
+
+
+@pytest.mark.parametrize("name", K8S_DEPLOYMENTS)
+def test_deployments_use_the_pool_image(name: str) -> None:
+    assert "image" not in deployment_spec(name)["work_pool"]["job_variables"]
+    job, _ = _render(name)
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == TEST_IMAGE
+
+
+def test_dev_pool_uses_a_locally_loaded_image() -> None:
+    # kind/minikube load the image into the node; "Always" would try the registry and fail
+    # with ErrImagePull.
+    template = pool_template("dev", "kubetrain-dev-build:1")
+    props = template["variables"]["properties"]
+    assert props["image_pull_policy"]["default"] == "IfNotPresent"
+    assert props["image"]["default"] == "kubetrain-dev-build:1"  # no registry host needed
+
+
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        ("kubetrain:0.1.0", "registry host"),
+        ("registry.example.com/kubetrain", "no tag"),
+        ("registry.example.com/kubetrain:latest", "latest"),
+        ("", "no image"),
+        (None, "no image"),
+    ],
+)
+def test_prod_pool_refuses_an_unpinned_image(image: Any, problem: str) -> None:
+    with pytest.raises(WorkPoolError, match=problem) as info:
+        pool_template("prod", image)
+    assert "KUBETRAIN_IMAGE" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.example.com/ml/kubetrain:0.1.0",
+        "localhost:5000/kubetrain:0.1.0",
+        "registry.example.com:5000/kubetrain@sha256:" + "a" * 64,
+    ],
+)
+def test_prod_pool_accepts_a_pinned_registry_image(image: str) -> None:
+    props = pool_template("prod", image)["variables"]["properties"]
+    assert props["image"]["default"] == image

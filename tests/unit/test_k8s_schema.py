@@ -174,6 +174,10 @@ def test_helm_worker_container_can_start() -> None:
     tag = image.get("prefectTag", "")
     assert tag.startswith("3.9.1-"), "pin the worker to the Prefect version of requirements"
     assert "latest" not in tag
+    # The plain-manifest worker runs the same image.
+    (dep,) = _docs(INFRA_DIR / "worker-deployment.yaml")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"{image['repository']}:{tag}"
 
 
 def test_helm_values_set_no_env_the_chart_sets() -> None:

@@ -23,7 +23,7 @@ from kubetrain.k8s import (
     template_for_environment,
     upsert_work_pool,
 )
-from tests.kube_helpers import StandinKubernetesApi, write_kubeconfig
+from tests.kube_helpers import TEST_IMAGE, StandinKubernetesApi, write_kubeconfig
 
 
 @pytest.fixture
@@ -141,6 +141,7 @@ def test_ensure_work_pool_flow_twice_then_unchanged(
         kwargs = {
             "pool": "kubetrain-k8s-flow-test",
             "environment": "prod",
+            "image": TEST_IMAGE,
             "kubeconfig": str(kubeconfig),
             "ssh_key": str(key),
             "known_hosts": str(known_hosts),
@@ -191,7 +192,7 @@ def test_ensure_work_pool_refuses_an_invalid_template_before_creating_the_pool(
     path = tmp_path / "template.json"
     path.write_text(json.dumps(template))
     with pytest.raises(WorkPoolError, match=r"securityContext\.runAsUser"):
-        ensure_work_pool(pool="kubetrain-k8s-invalid", template=str(path))
+        ensure_work_pool(pool="kubetrain-k8s-invalid", template=str(path), image=TEST_IMAGE)
     resp = httpx.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-invalid", timeout=30)
     assert resp.status_code == 404
 
@@ -209,3 +210,18 @@ def test_cli_reports_a_bad_environment_without_a_traceback(prefect_server: Any) 
     assert "error: " in result.output
     assert "unknown environment 'staging'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_ensure_work_pool_takes_the_image_from_kubetrain_image(
+    prefect_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    monkeypatch.setenv("KUBETRAIN_IMAGE", "registry.example.com/kubetrain:9.9.9")
+    assert ensure_work_pool(pool="kubetrain-k8s-env-image")["pool"] == "created"
+    pool = httpx.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-env-image", timeout=30)
+    props = pool.json()["base_job_template"]["variables"]["properties"]
+    assert props["image"]["default"] == "registry.example.com/kubetrain:9.9.9"
+    monkeypatch.setenv("KUBETRAIN_IMAGE", "kubetrain:latest")
+    with pytest.raises(WorkPoolError, match=r"registry host"):
+        ensure_work_pool(pool="kubetrain-k8s-env-image")
