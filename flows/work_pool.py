@@ -16,7 +16,10 @@ from kubetrain.k8s import (
 )
 from kubetrain.settings import get_settings
 from tasks.work_pool import (
+    apply_automations,
     apply_manifests,
+    check_sftp_secret,
+    load_automations,
     load_manifests,
     load_template,
     upsert_work_pool,
@@ -36,6 +39,7 @@ def ensure_work_pool(
     secret_name: str = "kubetrain-sftp",  # noqa: S107 - a Secret's name, not a password
     namespace: str = "kubetrain",
     template: str | None = None,
+    notify_block: str | None = None,
 ) -> dict[str, Any]:
     """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret.
 
@@ -51,6 +55,8 @@ def ensure_work_pool(
         secret_name: Name of the SFTP Secret in the cluster.
         namespace: Namespace of the flow-run Jobs and the SFTP Secret.
         template: Path of a base job template JSON (default: deployments/base-job-template.json).
+        notify_block: Notification block as BLOCK_TYPE/NAME (e.g. slack-webhook/kubetrain-alerts)
+            for failed nightly runs; without it that automation is not installed.
     """
     logger = get_run_logger()
     if (ssh_key is None) != (known_hosts is None):
@@ -61,12 +67,15 @@ def ensure_work_pool(
     validate_template(pool_template)
     # Everything is read and checked before anything is changed.
     docs = load_manifests(secret_name, namespace, ssh_key, known_hosts) if kubeconfig else []
+    pool_automations = load_automations(pool, notify_block)
     result: dict[str, Any] = {"pool": upsert_work_pool(pool, pool_template), "manifests": {}}
     logger.info("work pool %r: %s", pool, result["pool"])
+    result["automations"] = apply_automations(pool_automations)
     if kubeconfig:
         result["manifests"] = apply_manifests(docs, kubeconfig, context)
-        for label, outcome in result["manifests"].items():
-            logger.info("%s: %s", label, outcome)
+        check_sftp_secret(kubeconfig, context, namespace, secret_name)
+    for label, outcome in (result["automations"] | result["manifests"]).items():
+        logger.info("%s: %s", label, outcome)
     return result
 
 

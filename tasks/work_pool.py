@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from kubetrain.k8s import manifests, pool, template, validate
+from kubetrain.k8s import automations, manifests, pool, template, validate
 
 
 @task(name="load-template", cache_policy=NO_CACHE)
@@ -52,3 +52,22 @@ def apply_manifests(
 ) -> dict[str, str]:
     """Server-side apply the objects; {kind/namespace/name: created|updated|unchanged}."""
     return asyncio.run(manifests.apply_manifests(docs, Path(kubeconfig), context))
+
+
+@task(name="load-automations", cache_policy=NO_CACHE)
+def load_automations(pool_name: str, notify_block: str | None) -> list[Any]:
+    """deployments/automations/*.yaml for this pool, validated; the notify block resolved."""
+    block_id = asyncio.run(automations.resolve_notify_block(notify_block)) if notify_block else None
+    return automations.load_automations(pool_name, block_id)
+
+
+@task(name="apply-automations", cache_policy=NO_CACHE)
+def apply_automations(items: list[Any]) -> dict[str, str]:
+    """Create or update the automations by name; {name: created|updated|unchanged}."""
+    return asyncio.run(automations.upsert_automations(items))
+
+
+@task(name="check-sftp-secret", cache_policy=NO_CACHE)
+def check_sftp_secret(kubeconfig: str, context: str | None, namespace: str, name: str) -> None:
+    """Fail unless the SFTP Secret exists with the keys the flow-run pods mount."""
+    asyncio.run(manifests.check_secret(Path(kubeconfig), context, namespace, name))

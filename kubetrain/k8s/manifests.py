@@ -65,6 +65,43 @@ def sftp_secret_manifest(
     }
 
 
+async def check_secret(
+    kubeconfig: Path, context: str | None, namespace: str, name: str
+) -> list[str]:
+    """Fail unless Secret namespace/name exists with the keys flow-run pods mount; its keys."""
+    from kubernetes_asyncio import client as k8s_client
+    from kubernetes_asyncio import config as k8s_config
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    fix = (
+        "create it with ensure-work-pool's ssh_key and known_hosts, or `kubectl -n "
+        f"{namespace} create secret generic {name} --from-file={SSH_KEY_FILE}=KEY_FILE "
+        f"--from-file={KNOWN_HOSTS_FILE}=KNOWN_HOSTS_FILE`"
+    )
+    api_client = await k8s_config.new_client_from_config(
+        config_file=str(kubeconfig), context=context
+    )
+    try:
+        secret = await k8s_client.CoreV1Api(api_client).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise WorkPoolError(
+                f"Secret {namespace}/{name} does not exist: flow-run pods cannot start; {fix}"
+            ) from exc
+        raise WorkPoolError(
+            f"Kubernetes API refused reading Secret {namespace}/{name} ({exc.status} "
+            f"{exc.reason}); check the kubeconfig's rights"
+        ) from exc
+    finally:
+        await api_client.close()
+    # Only key names are read into messages, never values.
+    keys = sorted(secret.data or {})
+    missing = sorted({SSH_KEY_FILE, KNOWN_HOSTS_FILE} - set(keys))
+    if missing:
+        raise WorkPoolError(f"Secret {namespace}/{name} lacks keys {missing} (has {keys}); {fix}")
+    return keys
+
+
 def _group_version_path(api_version: str) -> str:
     return f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
 

@@ -33,6 +33,8 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
+# Variables of prefect-kubernetes' default template that its 0.8 worker never reads.
+INERT_VARIABLES = ("job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output")
 # Environments whose pool must run an immutable image from a registry.
 PINNED_IMAGE_ENVIRONMENTS = frozenset({"prod"})
 
@@ -44,6 +46,61 @@ class WorkPoolError(UserError):
 def _string_var(title: str, default: str, description: str, **extra: Any) -> dict[str, Any]:
     base = {"title": title, "type": "string", "default": default, "description": description}
     return base | extra
+
+
+def _scheduling_variables() -> dict[str, Any]:
+    any_object = {"type": "object", "additionalProperties": True}
+    return {
+        "image_pull_secrets": {
+            "title": "Image Pull Secrets",
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "minLength": 1}},
+                "required": ["name"],
+                "additionalProperties": False,
+            },
+            "default": [],
+            "description": 'Secrets to pull the image from a private registry, e.g. [{"name": '
+            '"regcred"}] (kubectl create secret docker-registry regcred ...).',
+        },
+        "node_selector": {
+            "title": "Node Selector",
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "default": {},
+            "description": 'Node labels the pod must match, e.g. {"kubernetes.io/arch": "amd64"}.',
+        },
+        "tolerations": {
+            "title": "Tolerations",
+            "type": "array",
+            "items": any_object,
+            "default": [],
+            "description": "Pod tolerations (Kubernetes format), e.g. to run on tainted GPU "
+            'nodes: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].',
+        },
+        "affinity": {
+            "title": "Affinity",
+            "type": "object",
+            "additionalProperties": True,
+            "default": {},
+            "description": "Pod affinity (Kubernetes format: nodeAffinity, podAffinity, "
+            "podAntiAffinity).",
+        },
+        "priority_class_name": _string_var(
+            "Priority Class Name",
+            "",
+            "PriorityClass of the pod (must exist in the cluster); empty: the default priority.",
+        ),
+        "gpu_limit": {
+            "title": "GPU Limit",
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "NVIDIA GPUs (nvidia.com/gpu) for the pod; needs the NVIDIA device "
+            "plugin on the nodes. 0: no GPU.",
+        },
+    }
 
 
 def derive_base_job_template() -> dict[str, Any]:
@@ -104,6 +161,14 @@ def derive_base_job_template() -> dict[str, Any]:
         pattern=QUANTITY,
     )
 
+    # Read nowhere in prefect-kubernetes 0.8 (its worker only creates the Job and does not
+    # watch it): a form field that changes nothing would mislead.
+    for name in INERT_VARIABLES:
+        del props[name]
+        del template["job_configuration"][name]
+    props["cluster_config"]["title"] = "Cluster Config"
+    props.update(_scheduling_variables())
+
     manifest: dict[str, Any] = template["job_configuration"]["job_manifest"]
     pod_spec: dict[str, Any] = manifest["spec"]["template"]["spec"]
     # Kubernetes reads parallelism/completions on the Job spec; the default template has them
@@ -135,7 +200,16 @@ def derive_base_job_template() -> dict[str, Any]:
         },
         {"name": "tmp", "emptyDir": {"sizeLimit": "{{ tmp_size_limit }}"}},
     ]
+    pod_spec["imagePullSecrets"] = "{{ image_pull_secrets }}"
+    pod_spec["nodeSelector"] = "{{ node_selector }}"
+    pod_spec["tolerations"] = "{{ tolerations }}"
+    pod_spec["affinity"] = "{{ affinity }}"
+    pod_spec["priorityClassName"] = "{{ priority_class_name }}"
     container: dict[str, Any] = pod_spec["containers"][0]
+    # The scratch emptyDir counts against the node's ephemeral storage: request it, so the
+    # scheduler places the pod where it fits (the kubelet evicts a pod over its sizeLimit).
+    container["resources"]["requests"]["ephemeral-storage"] = "{{ tmp_size_limit }}"
+    container["resources"]["limits"]["nvidia.com/gpu"] = "{{ gpu_limit }}"
     # A literal list (not "{{ env }}"): the worker puts its Prefect env and the job variables'
     # env first and keeps these unless a job variable sets the same name.
     container["env"] = [

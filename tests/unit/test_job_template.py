@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from kubetrain.k8s import (
     load_environment,
     pool_template,
     sample_flow_run_objects,
+    schema_errors,
     template_for_environment,
     validate_template,
 )
@@ -71,13 +73,87 @@ def test_committed_template_is_the_derivation_of_prefect_kubernetes_default() ->
     assert load_base_job_template() == json.loads(json.dumps(derive_base_job_template()))
 
 
-def test_template_keeps_every_default_variable_and_job_configuration_key() -> None:
+def _prefect_kubernetes_reads(name: str) -> list[str]:
+    """Lines of the installed prefect_kubernetes that read attribute `name` (not declare it)."""
+    import prefect_kubernetes
+
+    package = Path(prefect_kubernetes.__file__).parent
+    pattern = re.compile(rf"\.{name}\b|\[[\"']{name}[\"']\]|getattr\([^)]*[\"']{name}[\"']")
+    return [
+        f"{path.name}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        for line in path.read_text().splitlines()
+        if pattern.search(line)
+    ]
+
+
+def test_template_keeps_every_default_variable_the_worker_reads() -> None:
     from prefect_kubernetes.worker import KubernetesWorker
 
     default = KubernetesWorker.get_default_base_job_template()
     ours = load_base_job_template()
-    assert set(default["variables"]["properties"]) <= set(ours["variables"]["properties"])
-    assert set(default["job_configuration"]) == set(ours["job_configuration"])
+    dropped = set(default["variables"]["properties"]) - set(ours["variables"]["properties"])
+    # Dropped only if prefect-kubernetes never reads them (a form field that does nothing).
+    assert dropped == set(default["job_configuration"]) - set(ours["job_configuration"])
+    for name in dropped:
+        assert _prefect_kubernetes_reads(name) == [], name
+    assert _prefect_kubernetes_reads("namespace")  # control: a variable it does read
+
+
+@pytest.mark.parametrize(
+    "name", ["job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output"]
+)
+def test_inert_variables_are_not_in_the_pool_form(name: str) -> None:
+    # prefect-kubernetes 0.8's worker only creates the Job: nothing reads these.
+    assert _prefect_kubernetes_reads(name) == []
+    assert name not in load_base_job_template()["variables"]["properties"]
+
+
+def test_every_pool_variable_has_a_title_and_description() -> None:
+    for name, prop in load_base_job_template()["variables"]["properties"].items():
+        assert prop.get("title"), name
+        assert prop.get("description"), name
+
+
+def test_scheduling_job_variables_reach_the_pod() -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ml"]}]}
+                ]
+            }
+        }
+    }
+    toleration = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    overrides = {
+        "image_pull_secrets": [{"name": "regcred"}],
+        "node_selector": {"kubernetes.io/arch": "amd64"},
+        "tolerations": [toleration],
+        "affinity": affinity,
+        "priority_class_name": "kubetrain-batch",
+        "gpu_limit": 1,
+    }
+    check_job_variables(load_base_job_template(), overrides)
+    job, _ = _render("train-adhoc", overrides)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+    assert pod["tolerations"] == [toleration]
+    assert pod["affinity"] == affinity
+    assert pod["priorityClassName"] == "kubetrain-batch"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert schema_errors(job) == []
+
+
+def test_scratch_volume_is_requested_as_ephemeral_storage() -> None:
+    job, _ = _render("train-adhoc", {"tmp_size_limit": "3Gi"})
+    pod = job["spec"]["template"]["spec"]
+    (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+    requests = pod["containers"][0]["resources"]["requests"]
+    assert requests["ephemeral-storage"] == tmp["emptyDir"]["sizeLimit"] == "3Gi"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 0  # no GPU
+    assert schema_errors(job) == []
 
 
 @pytest.mark.parametrize("name", K8S_DEPLOYMENTS)
@@ -115,10 +191,11 @@ def test_rendered_job_for_each_deployment(name: str) -> None:
     assert env["KUBETRAIN_SSH_KEY"] == f"{SSH_MOUNT_DIR}/id"
     assert env["KUBETRAIN_KNOWN_HOSTS"] == f"{SSH_MOUNT_DIR}/known_hosts"
 
-    assert container["resources"] == {
-        "requests": {"cpu": jv["cpu_request"], "memory": jv["memory_request"]},
-        "limits": {"cpu": jv["cpu_limit"], "memory": jv["memory_limit"]},
-    }
+    resources = container["resources"]
+    assert resources["requests"]["cpu"] == jv["cpu_request"]
+    assert resources["requests"]["memory"] == jv["memory_request"]
+    assert resources["limits"]["cpu"] == jv["cpu_limit"]
+    assert resources["limits"]["memory"] == jv["memory_limit"]
 
     # Hardened pod: non-root fixed UID, read-only root, writable /tmp only, no capabilities.
     psc, csc = pod["securityContext"], container["securityContext"]

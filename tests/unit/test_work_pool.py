@@ -169,7 +169,12 @@ def test_ensure_work_pool_flow_twice_then_unchanged(
         "load-manifests",
         "upsert-work-pool",
         "apply-manifests",
+        "load-automations",
+        "apply-automations",
+        "check-sftp-secret",
     }
+    assert set(first["automations"].values()) == {"created"}
+    assert set(second["automations"].values()) == {"unchanged"}
 
 
 def test_ensure_work_pool_refuses_half_a_secret(prefect_server: Any, tmp_path: Path) -> None:
@@ -225,3 +230,36 @@ def test_ensure_work_pool_takes_the_image_from_kubetrain_image(
     monkeypatch.setenv("KUBETRAIN_IMAGE", "kubetrain:latest")
     with pytest.raises(WorkPoolError, match=r"registry host"):
         ensure_work_pool(pool="kubetrain-k8s-env-image")
+
+
+def test_secret_check_names_a_missing_secret_or_key(
+    tmp_path: Path, ssh_files: tuple[Path, Path]
+) -> None:
+    from kubetrain.k8s.manifests import check_secret
+
+    key, known_hosts = ssh_files
+    with StandinKubernetesApi() as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        with pytest.raises(WorkPoolError, match=r"Secret kubetrain/kubetrain-sftp does not exist"):
+            asyncio.run(check_secret(kubeconfig, None, "kubetrain", "kubetrain-sftp"))
+        secret = sftp_secret_manifest("kubetrain-sftp", "kubetrain", key, known_hosts)
+        del secret["data"]["known_hosts"]
+        asyncio.run(apply_manifests([secret], kubeconfig))
+        with pytest.raises(WorkPoolError, match=r"lacks keys \['known_hosts'\]") as info:
+            asyncio.run(check_secret(kubeconfig, None, "kubetrain", "kubetrain-sftp"))
+        assert secret["data"]["id"] not in str(info.value)  # names keys, never values
+        full = sftp_secret_manifest("kubetrain-sftp", "kubetrain", key, known_hosts)
+        asyncio.run(apply_manifests([full], kubeconfig))
+        keys = asyncio.run(check_secret(kubeconfig, None, "kubetrain", "kubetrain-sftp"))
+        assert keys == ["id", "known_hosts"]
+
+
+def test_ensure_work_pool_fails_when_the_cluster_has_no_sftp_secret(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    with StandinKubernetesApi() as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        with pytest.raises(WorkPoolError, match=r"kubetrain-sftp does not exist.*--from-file"):
+            ensure_work_pool(
+                pool="kubetrain-k8s-no-secret", kubeconfig=str(kubeconfig), image=TEST_IMAGE
+            )
