@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from prefect import flow
 
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
+from kubetrain.k8s.limits import kubernetes_flow
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class PredictOutcome:
     accuracy: dict[str, float] | None
 
 
-@flow(name="predict")
+@kubernetes_flow(name="predict")  # timeout before the Job deadline, reschedule cap
 def predict(
     source: str = "./artifacts",
     experiment: str = "default",

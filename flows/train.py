@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from prefect import flow
 
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 from kubetrain.data import resolve_sample
+from kubetrain.k8s.limits import kubernetes_flow
 
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
@@ -32,7 +32,7 @@ class TrainOutcome:
     table: str
 
 
-@flow(name="train")
+@kubernetes_flow(name="train")  # timeout before the Job deadline, reschedule cap
 def train(
     data: str = DEFAULT_DATA,
     target: str = "# Letter",

@@ -528,7 +528,7 @@ def materialize_secret(files: Mapping[str, bytes], directory: Path) -> Path:
     return directory
 
 
-def replay_pod_locally(
+def _local_pod(
     job: Mapping[str, Any],
     *,
     secret_files: Mapping[str, Mapping[str, bytes]],
@@ -536,16 +536,8 @@ def replay_pod_locally(
     image_workdir: str = IMAGE_WORKDIR,
     local_workdir: Path = REPO_ROOT,
     extra_env: Mapping[str, str] | None = None,
-    timeout: float = 600.0,
-) -> subprocess.CompletedProcess[str]:
-    """Run a Job's container args + env as a local process (a local pod, not Kubernetes).
-
-    secret_files: {secret name: {key: bytes}}; each Secret volume's items are written under
-    `workdir/secrets/<volume>` and every env value under a mount path is rewritten to it.
-    The image's working directory (the pull step's /opt/kubetrain) is mapped to local_workdir
-    through a sitecustomize on PYTHONPATH; PREFECT_HOME and HOME (an emptyDir in the pod) go to
-    workdir. Returns the finished process; its exit code says nothing about the flow run.
-    """
+) -> tuple[list[str], dict[str, str], Path]:
+    """The args, env and working directory of a Job's container as a local process."""
     args, env = pod_command(job)
     rewrites: dict[str, str] = {}
     for i, (mount, secret) in enumerate(sorted(secret_mounts(job).items())):
@@ -577,14 +569,53 @@ def replay_pod_locally(
         }
     )
     env.update(extra_env or {})
+    return args, env, scratch
+
+
+def start_pod_locally(
+    job: Mapping[str, Any],
+    *,
+    secret_files: Mapping[str, Mapping[str, bytes]],
+    workdir: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """Start a Job's container as a local process (see replay_pod_locally); the caller waits."""
+    args, env, cwd = _local_pod(
+        job, secret_files=secret_files, workdir=workdir, extra_env=extra_env
+    )
+    return subprocess.Popen(
+        args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def replay_pod_locally(
+    job: Mapping[str, Any],
+    *,
+    secret_files: Mapping[str, Mapping[str, bytes]],
+    workdir: Path,
+    image_workdir: str = IMAGE_WORKDIR,
+    local_workdir: Path = REPO_ROOT,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run a Job's container args + env as a local process (a local pod, not Kubernetes).
+
+    secret_files: {secret name: {key: bytes}}; each Secret volume's items are written under
+    `workdir/secrets/<volume>` and every env value under a mount path is rewritten to it.
+    The image's working directory (the pull step's /opt/kubetrain) is mapped to local_workdir
+    through a sitecustomize on PYTHONPATH; PREFECT_HOME and HOME (an emptyDir in the pod) go to
+    workdir. Returns the finished process; its exit code says nothing about the flow run.
+    """
+    args, env, cwd = _local_pod(
+        job,
+        secret_files=secret_files,
+        workdir=workdir,
+        image_workdir=image_workdir,
+        local_workdir=local_workdir,
+        extra_env=extra_env,
+    )
     return subprocess.run(
-        args,
-        env=env,
-        cwd=scratch,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

@@ -222,6 +222,8 @@ def derive_base_job_template() -> dict[str, Any]:
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         # The manifest records which image produced a version.
         {"name": "KUBETRAIN_IMAGE", "value": "{{ image }}"},
+        # ISO 8601 so the value renders as a string; flows time out before it (k8s/limits.py).
+        {"name": "KUBETRAIN_JOB_DEADLINE", "value": "PT{{ active_deadline_seconds }}S"},
     ]
     container["securityContext"] = {
         "runAsNonRoot": True,

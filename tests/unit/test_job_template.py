@@ -388,3 +388,36 @@ def test_prod_pool_refuses_an_unpinned_image(image: Any, problem: str) -> None:
 def test_prod_pool_accepts_a_pinned_registry_image(image: str) -> None:
     props = pool_template("prod", image)["variables"]["properties"]
     assert props["image"]["default"] == image
+
+
+# ------------------------------------------------------------------ run limits (k8s/limits.py)
+
+
+@pytest.mark.parametrize("name", K8S_DEPLOYMENTS)
+def test_flows_time_out_before_the_job_deadline(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from kubetrain.settings import get_settings
+
+    job, _ = _render(name)
+    deadline = job["spec"]["activeDeadlineSeconds"]
+    env = pod_command(job)[1]
+    monkeypatch.setenv("KUBETRAIN_JOB_DEADLINE", env["KUBETRAIN_JOB_DEADLINE"])
+    assert get_settings().job_deadline.total_seconds() == deadline  # type: ignore[union-attr]
+    module_name, _, attr = deployment_spec(name)["entrypoint"].partition(":")
+    module = importlib.reload(
+        importlib.import_module(module_name.removesuffix(".py").replace("/", "."))
+    )
+    timeout = getattr(module, attr).timeout_seconds
+    assert timeout is not None
+    assert 0.9 * deadline <= timeout < deadline  # Prefect ends the run first, not SIGTERM
+    monkeypatch.delenv("KUBETRAIN_JOB_DEADLINE")
+    assert getattr(importlib.reload(module), attr).timeout_seconds is None  # local runs
+
+
+def test_a_run_rescheduled_too_often_fails_saying_so() -> None:
+    from kubetrain.k8s.limits import RescheduleLimitError, check_reschedule_limit
+
+    check_reschedule_limit(run_count=4, limit=3)  # 3 reschedules: allowed
+    with pytest.raises(RescheduleLimitError, match=r"rescheduled 4 times.*MAX_RESCHEDULES=3"):
+        check_reschedule_limit(run_count=5, limit=3)
