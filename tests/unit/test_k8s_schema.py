@@ -211,3 +211,54 @@ def test_helm_values_example_matches_the_manifests() -> None:
     assert values["worker"]["config"]["workPool"] == "kubetrain-k8s"
     assert values["worker"]["config"]["type"] == "kubernetes"
     assert values["role"]["extraPermissions"] == []
+
+
+def _kind(kind: str) -> dict[str, Any]:
+    (doc,) = [d for d in load_manifests() if d["kind"] == kind]
+    return doc
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "Exists"  # the only operator used here
+        if expr["key"] not in labels:
+            return False
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_network_policy_confines_flow_run_pods_not_the_worker() -> None:
+    policy = _kind("NetworkPolicy")["spec"]
+    job = render_deployment_job("train-nightly")
+    assert _selects(policy["podSelector"], job["spec"]["template"]["metadata"]["labels"])
+    (worker,) = _docs(INFRA_DIR / "worker-deployment.yaml")
+    assert not _selects(policy["podSelector"], worker["spec"]["template"]["metadata"]["labels"])
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["ingress"] == []
+    ports = {(p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 4200), ("TCP", 22)}
+    assert all(rule.get("to") for rule in policy["egress"])  # no rule open to everything
+
+
+def test_quota_admits_the_largest_run_and_the_limit_range_fills_requests() -> None:
+    hard = _kind("ResourceQuota")["spec"]["hard"]
+    limit_range = _kind("LimitRange")["spec"]["limits"][0]
+    # Every resource the quota counts by request has a default request, so pods that set none
+    # (e.g. a kubectl debug pod) are not rejected.
+    for key in hard:
+        if key.startswith("requests.") and "/" not in key.removeprefix("requests."):
+            assert key.removeprefix("requests.") in limit_range["defaultRequest"], key
+    for name in kubernetes_deployments():
+        resources = render_deployment_job(name)["spec"]["template"]["spec"]["containers"][0][
+            "resources"
+        ]
+        assert _quantity(resources["requests"]["memory"]) <= _quantity(hard["requests.memory"])
+        assert _quantity(resources["limits"]["memory"]) <= _quantity(limit_range["max"]["memory"])
+        assert _quantity(resources["limits"]["cpu"]) <= _quantity(limit_range["max"]["cpu"])
+
+
+def _quantity(text: str) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for unit, factor in units.items():
+        if str(text).endswith(unit):
+            return float(str(text)[: -len(unit)]) * factor
+    return float(text)
