@@ -6,6 +6,7 @@ fails on objects with only metadata.generateName, which every rendered Job has).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,37 @@ def _quantity(text: str) -> float:
         if str(text).endswith(unit):
             return float(str(text)[: -len(unit)]) * factor
     return float(text)
+
+
+def _readme_section(title: str) -> str:
+    text = (INFRA_DIR.parents[1] / "README.md").read_text()
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_troubleshooting_follows_the_installed_observer() -> None:
+    import prefect_kubernetes
+
+    package = Path(prefect_kubernetes.__file__).parent
+    observer = (package / "observer.py").read_text() + (package / "diagnostics.py").read_text()
+    section = _readme_section("Deploy to Kubernetes")
+    trouble = section[section.index("### Troubleshooting") :]
+    # What the 0.8 observer diagnoses, each covered by the guide.
+    for diagnosis in ("ImagePullBackOff", "OOMKilled", "Evicted", "Unschedulable"):
+        assert diagnosis in observer, diagnosis
+    for words in ("ErrImagePull", "crash-looping", "OOMKilled", "evicted", "unschedulable"):
+        assert words.lower() in trouble.lower(), words
+    # Messages the guide quotes are the observer's own.
+    quoted = re.findall(r'\("([^"]+)"\)', trouble)
+    assert quoted
+    for message in quoted:
+        assert message in observer, message
+    assert "still shows Running" not in trouble  # what 0.8 no longer does
+
+
+def test_deploy_steps_live_in_one_place() -> None:
+    guide = (INFRA_DIR.parents[1] / "deployments" / "README.md").read_text()
+    assert "### 1. Build and push the image" in _readme_section("Deploy to Kubernetes")
+    assert "### 1." not in guide
+    assert "Deploy to Kubernetes" in guide  # it links to the guide
