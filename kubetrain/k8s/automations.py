@@ -108,7 +108,8 @@ async def upsert_automations(automations: list[Any]) -> dict[str, str]:
 
 
 def _comparable(automation: Any) -> Any:
-    """The automation as JSON without trigger ids (generated per object, not configuration)."""
+    """The automation without trigger ids (generated per object, not configuration); python
+    mode keeps `expect`/`after` as sets, which JSON would list in arbitrary order."""
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
@@ -117,6 +118,6 @@ def _comparable(automation: Any) -> Any:
             return [strip(v) for v in value]
         return value
 
-    data = automation.model_dump(mode="json")
+    data = automation.model_dump()
     data["trigger"] = strip(data["trigger"])
     return data

@@ -22,7 +22,8 @@ from kubetrain.k8s.automations import (
 def test_automations_are_created_then_unchanged_then_updated(prefect_server: Any) -> None:
     items = load_automations("kubetrain-k8s-auto")
     names = {a.name for a in items}
-    assert names == {"kubetrain-stuck-pending", "kubetrain-stuck-running"}
+    # Named after the pool: pools on one server do not overwrite each other's automations.
+    assert names == {"kubetrain-k8s-auto-stuck-pending", "kubetrain-k8s-auto-stuck-running"}
     assert asyncio.run(upsert_automations(items)) == dict.fromkeys(names, "created")
     again = load_automations("kubetrain-k8s-auto")
     assert asyncio.run(upsert_automations(again)) == dict.fromkeys(names, "unchanged")
@@ -51,9 +52,9 @@ def test_notify_automation_needs_an_existing_block(prefect_server: Any) -> None:
     )
     block_id = asyncio.run(resolve_notify_block("custom-webhook/kubetrain-alerts"))
     items = load_automations("kubetrain-k8s-auto", block_id)
-    (notify,) = [a for a in items if a.name == "kubetrain-nightly-failed"]
+    (notify,) = [a for a in items if a.name == "kubetrain-k8s-auto-nightly-failed"]
     assert notify.actions[0].block_document_id == block_id
-    assert asyncio.run(upsert_automations([notify])) == {"kubetrain-nightly-failed": "created"}
+    assert asyncio.run(upsert_automations([notify])) == {notify.name: "created"}
 
 
 def _post(api: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +71,7 @@ def test_stuck_pending_automation_crashes_the_run(prefect_server: Any) -> None:
     deployment_id = _post(
         api, "/deployments/", {"name": "stuck", "flow_id": flow_id, "work_pool_name": pool}
     )["id"]
-    (automation,) = [a for a in load_automations(pool) if a.name == "kubetrain-stuck-pending"]
-    automation.name = "kubetrain-stuck-pending-fast"
+    (automation,) = [a for a in load_automations(pool) if a.name == f"{pool}-stuck-pending"]
     automation.trigger.within = timedelta(seconds=10)  # the shortest Prefect allows
     asyncio.run(upsert_automations([automation]))
     time.sleep(2)  # the triggers service loads automations when they change
@@ -87,4 +87,4 @@ def test_stuck_pending_automation_crashes_the_run(prefect_server: Any) -> None:
             break
         time.sleep(1)
     assert current["type"] == "CRASHED", current
-    assert "kubetrain-stuck-pending" in current["message"]
+    assert f"{pool}-stuck-pending" in current["message"]
