@@ -11,10 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow
-
 from flows._failures import fail_on_user_error
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
+from kubetrain.k8s.limits import kubernetes_flow
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class PredictOutcome:
     accuracy: dict[str, float] | None
 
 
-@flow(name="predict")
+@kubernetes_flow(name="predict")  # timeout before the Job deadline, reschedule cap
 @fail_on_user_error
 def predict(
     source: str = "./artifacts",

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
-
 from flows._failures import fail_on_user_error
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 from kubetrain.data import resolve_sample
+from kubetrain.k8s.limits import kubernetes_flow
 
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
@@ -30,7 +29,7 @@ class TrainOutcome:
     table: str
 
 
-@flow(name="train")
+@kubernetes_flow(name="train")  # timeout before the Job deadline, reschedule cap
 @fail_on_user_error
 def train(
     data: str = DEFAULT_DATA,

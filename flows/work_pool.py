@@ -2,35 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Literal
 
-import typer
 from prefect import flow, get_run_logger
 
+from flows._failures import fail_on_user_error
 from kubetrain.k8s import (
-    KUBERNETES_VERSION,
     POOL_NAME,
-    TEMPLATE_PATH,
     WorkPoolError,
+)
+from kubetrain.settings import get_settings
+from tasks.work_pool import (
+    apply_automations,
     apply_manifests,
-    derive_base_job_template,
-    load_base_job_template,
-    load_environment,
+    check_sftp_secret,
+    load_automations,
     load_manifests,
-    sftp_secret_manifest,
-    template_for_environment,
+    load_template,
     upsert_work_pool,
     validate_template,
 )
 
 
 @flow(name="ensure-work-pool")
+@fail_on_user_error
 def ensure_work_pool(
     pool: str = POOL_NAME,
-    environment: str = "prod",
+    environment: Literal["prod", "dev"] = "prod",
+    image: str | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
     ssh_key: str | None = None,
@@ -38,77 +37,49 @@ def ensure_work_pool(
     secret_name: str = "kubetrain-sftp",  # noqa: S107 - a Secret's name, not a password
     namespace: str = "kubetrain",
     template: str | None = None,
+    notify_block: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret."""
+    """Validate the template, create/update the pool; with a kubeconfig, apply manifests+Secret.
+
+    Args:
+        pool: Name of the Kubernetes work pool to create or update.
+        environment: Job-variable defaults of the pool: deployments/ENVIRONMENT.yaml (dev, prod).
+        image: Flow-run image, the pool's default (default: KUBETRAIN_IMAGE); prod needs a
+            registry host and a version tag or digest.
+        kubeconfig: Path of a kubeconfig; when given, infra/kubernetes is applied to that cluster.
+        context: kubeconfig context to use (default: its current context).
+        ssh_key: Private key file for the SFTP Secret (needs known_hosts and kubeconfig).
+        known_hosts: known_hosts file for the SFTP Secret (needs ssh_key and kubeconfig).
+        secret_name: Name of the SFTP Secret in the cluster.
+        namespace: Namespace of the flow-run Jobs and the SFTP Secret.
+        template: Path of a base job template JSON (default: deployments/base-job-template.json).
+        notify_block: Notification block as BLOCK_TYPE/NAME (e.g. slack-webhook/kubetrain-alerts)
+            for failed nightly runs; without it that automation is not installed.
+    """
     logger = get_run_logger()
     if (ssh_key is None) != (known_hosts is None):
         raise WorkPoolError("pass both ssh_key and known_hosts (the Secret needs both files)")
     if ssh_key and not kubeconfig:
         raise WorkPoolError("creating the SFTP Secret needs a kubeconfig: pass kubeconfig")
-    base = load_base_job_template(Path(template) if template else TEMPLATE_PATH)
-    pool_template = template_for_environment(base, load_environment(environment))
+    pool_template = load_template(environment, image or get_settings().image, template)
     validate_template(pool_template)
-    logger.info("base job template renders a valid Kubernetes %s Job", KUBERNETES_VERSION)
     # Everything is read and checked before anything is changed.
-    docs = load_manifests() if kubeconfig else []
-    if ssh_key and known_hosts:
-        docs.append(sftp_secret_manifest(secret_name, namespace, Path(ssh_key), Path(known_hosts)))
-    pool_result = asyncio.run(upsert_work_pool(pool, pool_template))
-    logger.info("work pool %r: %s", pool, pool_result)
-    result: dict[str, Any] = {"pool": pool_result, "manifests": {}}
+    docs = load_manifests(secret_name, namespace, ssh_key, known_hosts) if kubeconfig else []
+    pool_automations = load_automations(pool, notify_block)
+    result: dict[str, Any] = {"pool": upsert_work_pool(pool, pool_template), "manifests": {}}
+    logger.info("work pool %r: %s", pool, result["pool"])
+    result["automations"] = apply_automations(pool_automations)
     if kubeconfig:
-        result["manifests"] = asyncio.run(apply_manifests(docs, Path(kubeconfig), context))
-        for label, outcome in result["manifests"].items():
-            logger.info("%s: %s", label, outcome)
+        result["manifests"] = apply_manifests(docs, kubeconfig, context)
+        check_sftp_secret(kubeconfig, context, namespace, secret_name)
+    for label, outcome in (result["automations"] | result["manifests"]).items():
+        logger.info("%s: %s", label, outcome)
     return result
 
 
-def cli(
-    write_template: Annotated[
-        bool, typer.Option(help="Regenerate deployments/base-job-template.json and exit.")
-    ] = False,
-    pool: Annotated[str, typer.Option(help="Work pool name.")] = POOL_NAME,
-    environment: Annotated[
-        str, typer.Option(help="Job-variable defaults: deployments/<environment>.yaml.")
-    ] = "prod",
-    kubeconfig: Annotated[
-        str | None, typer.Option(help="Apply infra/kubernetes/ and the Secret to this cluster.")
-    ] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
-    ssh_key: Annotated[
-        str | None, typer.Option(help="Private key file for the SFTP Secret.")
-    ] = None,
-    known_hosts: Annotated[
-        str | None, typer.Option(help="known_hosts file for the SFTP Secret.")
-    ] = None,
-    secret_name: Annotated[str, typer.Option(help="Name of the SFTP Secret.")] = "kubetrain-sftp",  # noqa: S107 - a Secret's name, not a password
-    namespace: Annotated[str, typer.Option(help="Namespace of the flow-run Jobs.")] = "kubetrain",
-    template: Annotated[
-        str | None, typer.Option(help="Base job template JSON (default: the committed one).")
-    ] = None,
-) -> None:
-    """Create or update the Kubernetes work pool; with --kubeconfig also the cluster side."""
-    if write_template:
-        TEMPLATE_PATH.write_text(json.dumps(derive_base_job_template(), indent=2) + "\n")
-        typer.echo(f"wrote {TEMPLATE_PATH}")
-        return
-    try:
-        result = ensure_work_pool(
-            pool=pool,
-            environment=environment,
-            kubeconfig=kubeconfig,
-            context=context,
-            ssh_key=ssh_key,
-            known_hosts=known_hosts,
-            secret_name=secret_name,
-            namespace=namespace,
-            template=template,
-        )
-    except Exception as error:  # the flow run already logged the traceback
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
-    typer.echo(json.dumps(result, indent=2))
+if __name__ == "__main__":  # `python -m flows.work_pool` is `kubetrain work-pool ensure`
+    import sys
 
+    from kubetrain.cli import main
 
-if __name__ == "__main__":
-    typer.run(cli)
+    main(["work-pool", "ensure", *sys.argv[1:]])

@@ -216,6 +216,14 @@ def build_command(spec: FlowCommand) -> Callable[..., None]:
     return command
 
 
+def write_template() -> None:
+    """Regenerate deployments/base-job-template.json from prefect-kubernetes' default."""
+    from kubetrain.k8s import TEMPLATE_PATH, derive_base_job_template
+
+    TEMPLATE_PATH.write_text(json.dumps(derive_base_job_template(), indent=2) + "\n")
+    typer.echo(f"wrote {TEMPLATE_PATH}; review the diff before committing it")
+
+
 def build_app(argv: list[str] | None = None) -> typer.Typer:
     """The whole `kubetrain` command tree; only the flow of the command in argv is loaded."""
     app = typer.Typer(
@@ -231,6 +239,8 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
         if group is not None:
             target = typer.Typer(help=GROUP_HELP[group], no_args_is_help=True)
             app.add_typer(target, name=group)
+        if group == "work-pool":
+            target.command(name="write-template")(write_template)
         for spec in specs:
             if wanted is None or wanted == (group, spec.name):
                 target.command(name=spec.name)(build_command(spec))

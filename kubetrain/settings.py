@@ -7,6 +7,7 @@ Secrets (key text, passphrases) are `SecretStr`: their repr and str never show t
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -60,6 +61,14 @@ class Settings(BaseSettings):
     )
     image: str | None = Field(
         None, description="The container image a run executes in, recorded in the manifest."
+    )
+    job_deadline: timedelta | None = Field(
+        None,
+        description="The Kubernetes Job's deadline (ISO 8601, set by the pool's job template); "
+        "train and predict time out a little before it.",
+    )
+    max_reschedules: int = Field(
+        3, ge=0, description="A Kubernetes run rescheduled more often (evictions) fails."
     )
     signing_key: Path | None = Field(
         None, description="Path to the Ed25519 private key that signs manifests (a mounted Secret)."

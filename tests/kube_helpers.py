@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import yaml
@@ -43,6 +43,8 @@ PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 IMAGE_WORKDIR = "/opt/kubetrain"
 SSH_MOUNT_DIR = "/var/run/secrets/kubetrain/ssh"
 _PATH_MAP_ENV = "KUBETRAIN_TEST_PATH_MAP"
+# The image the tests' pools run (a string only: nothing pulls it here).
+TEST_IMAGE = "registry.example.com/kubetrain:0.0.0-test"
 
 # Loaded by the replayed process through PYTHONPATH: maps the image's paths (the pull step's
 # /opt/kubetrain) to local ones, so the recorded args and pull steps run unchanged.
@@ -118,19 +120,17 @@ def render_deployment_job(
     Offline: fake API objects (random ids) stand for the flow run, deployment, flow and pool.
     `worker_env` are Prefect settings the worker process has set explicitly (e.g.
     PREFECT_API_URL); the worker copies them into the Job's env. `objects`: the API objects
-    from flows.work_pool.sample_flow_run_objects (to know the ids), else fresh ones. The pool's
+    from kubetrain.k8s.sample_flow_run_objects (to know the ids), else fresh ones. The pool's
     template is the base template with deployments/<environment>.yaml as variable defaults,
-    as `python -m flows.work_pool --environment <environment>` creates it.
+    as `python -m flows.work_pool --environment <environment>` creates it, with TEST_IMAGE.
     """
     import prefect.settings
     from prefect.settings import temporary_settings
 
     from kubetrain.k8s import (
-        load_base_job_template,
-        load_environment,
+        pool_template,
         render_job_manifest,
         sample_flow_run_objects,
-        template_for_environment,
     )
 
     spec = deployment_spec(deployment_name)
@@ -146,10 +146,7 @@ def render_deployment_job(
     with temporary_settings(updates=updates):
         return asyncio.run(
             render_job_manifest(
-                template
-                or template_for_environment(
-                    load_base_job_template(), load_environment(environment)
-                ),
+                template or pool_template(environment, TEST_IMAGE),
                 job_variables,
                 **objects,
             )
@@ -197,8 +194,32 @@ class StandinKubernetesApi:
     Answers: POST .../jobs|secrets|<any collection> -> 201 with the object (name from
     generateName, a uid); GET of an object it stored -> 200, else 404; PUT/PATCH of a stored
     object -> 200 and replaced/merged; GET of a collection -> an empty or stored list;
-    GET /api/v1/namespaces/kube-system -> a namespace with a uid. Every request is recorded.
+    GET /api/v1/namespaces/kube-system -> a namespace with a uid; GET /api/v1 or
+    /apis/<group>/<version> -> the discovery list of the kinds in `RESOURCES`. A server-side
+    apply (PATCH, application/apply-patch+yaml) creates a missing object (201) or merges into a
+    stored one, bumping metadata.resourceVersion only when the merge changed it; the real API
+    server also removes fields the manager stopped applying, which this merge does not.
+    Every request is recorded.
     """
+
+    # group/version path -> {kind: (plural, namespaced)}, as the API server's discovery says.
+    RESOURCES: ClassVar[dict[str, dict[str, tuple[str, bool]]]] = {
+        "/api/v1": {
+            "Namespace": ("namespaces", False),
+            "ServiceAccount": ("serviceaccounts", True),
+            "Secret": ("secrets", True),
+            "ConfigMap": ("configmaps", True),
+            "ResourceQuota": ("resourcequotas", True),
+            "LimitRange": ("limitranges", True),
+        },
+        "/apis/apps/v1": {"Deployment": ("deployments", True)},
+        "/apis/rbac.authorization.k8s.io/v1": {
+            "Role": ("roles", True),
+            "RoleBinding": ("rolebindings", True),
+        },
+        "/apis/networking.k8s.io/v1": {"NetworkPolicy": ("networkpolicies", True)},
+        "/apis/batch/v1": {"Job": ("jobs", True)},
+    }
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.requests: list[RecordedRequest] = []
@@ -238,7 +259,13 @@ class StandinKubernetesApi:
                             {k.lower(): v for k, v in self.headers.items()},
                         )
                     )
-                    status, answer = api._answer(self.command, path, body)
+                    content_type = self.headers.get("Content-Type", "")
+                    if self.command == "PATCH" and content_type.startswith(
+                        "application/apply-patch"
+                    ):
+                        status, answer = api._apply(path, body)
+                    else:
+                        status, answer = api._answer(self.command, path, body)
                 self._send(status, answer)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
@@ -247,7 +274,33 @@ class StandinKubernetesApi:
         self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def _apply(self, path: str, body: Any) -> tuple[int, Any]:
+        current = self.objects.get(path)
+        if current is None:
+            obj = dict(body or {})
+            meta = dict(obj.get("metadata") or {})
+            meta.update(uid=str(uuid.uuid4()), resourceVersion="1")
+            obj["metadata"] = meta
+            self.objects[path] = obj
+            return 201, obj
+        merged = _merge(current, body or {})
+        if merged != current:
+            meta = dict(merged["metadata"])
+            meta["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
+            merged["metadata"] = meta
+            self.objects[path] = merged
+        return 200, self.objects[path]
+
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "GET" and path in self.RESOURCES:
+            return 200, {
+                "kind": "APIResourceList",
+                "groupVersion": path.split("/", 2)[2],
+                "resources": [
+                    {"name": plural, "kind": kind, "namespaced": namespaced, "verbs": []}
+                    for kind, (plural, namespaced) in self.RESOURCES[path].items()
+                ],
+            }
         if method == "GET" and path == "/api/v1/namespaces/kube-system":
             return 200, {
                 "apiVersion": "v1",
@@ -475,7 +528,7 @@ def materialize_secret(files: Mapping[str, bytes], directory: Path) -> Path:
     return directory
 
 
-def replay_pod_locally(
+def _local_pod(
     job: Mapping[str, Any],
     *,
     secret_files: Mapping[str, Mapping[str, bytes]],
@@ -483,16 +536,8 @@ def replay_pod_locally(
     image_workdir: str = IMAGE_WORKDIR,
     local_workdir: Path = REPO_ROOT,
     extra_env: Mapping[str, str] | None = None,
-    timeout: float = 600.0,
-) -> subprocess.CompletedProcess[str]:
-    """Run a Job's container args + env as a local process (a local pod, not Kubernetes).
-
-    secret_files: {secret name: {key: bytes}}; each Secret volume's items are written under
-    `workdir/secrets/<volume>` and every env value under a mount path is rewritten to it.
-    The image's working directory (the pull step's /opt/kubetrain) is mapped to local_workdir
-    through a sitecustomize on PYTHONPATH; PREFECT_HOME and HOME (an emptyDir in the pod) go to
-    workdir. Returns the finished process; its exit code says nothing about the flow run.
-    """
+) -> tuple[list[str], dict[str, str], Path]:
+    """The args, env and working directory of a Job's container as a local process."""
     args, env = pod_command(job)
     rewrites: dict[str, str] = {}
     for i, (mount, secret) in enumerate(sorted(secret_mounts(job).items())):
@@ -524,14 +569,53 @@ def replay_pod_locally(
         }
     )
     env.update(extra_env or {})
+    return args, env, scratch
+
+
+def start_pod_locally(
+    job: Mapping[str, Any],
+    *,
+    secret_files: Mapping[str, Mapping[str, bytes]],
+    workdir: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """Start a Job's container as a local process (see replay_pod_locally); the caller waits."""
+    args, env, cwd = _local_pod(
+        job, secret_files=secret_files, workdir=workdir, extra_env=extra_env
+    )
+    return subprocess.Popen(
+        args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def replay_pod_locally(
+    job: Mapping[str, Any],
+    *,
+    secret_files: Mapping[str, Mapping[str, bytes]],
+    workdir: Path,
+    image_workdir: str = IMAGE_WORKDIR,
+    local_workdir: Path = REPO_ROOT,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run a Job's container args + env as a local process (a local pod, not Kubernetes).
+
+    secret_files: {secret name: {key: bytes}}; each Secret volume's items are written under
+    `workdir/secrets/<volume>` and every env value under a mount path is rewritten to it.
+    The image's working directory (the pull step's /opt/kubetrain) is mapped to local_workdir
+    through a sitecustomize on PYTHONPATH; PREFECT_HOME and HOME (an emptyDir in the pod) go to
+    workdir. Returns the finished process; its exit code says nothing about the flow run.
+    """
+    args, env, cwd = _local_pod(
+        job,
+        secret_files=secret_files,
+        workdir=workdir,
+        image_workdir=image_workdir,
+        local_workdir=local_workdir,
+        extra_env=extra_env,
+    )
     return subprocess.run(
-        args,
-        env=env,
-        cwd=scratch,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -593,13 +677,11 @@ def ensure_project_deployed(api_url: str) -> dict[str, str]:
         return _DEPLOYED[api_url]
     from kubetrain.k8s import (
         POOL_NAME,
-        load_base_job_template,
-        load_environment,
-        template_for_environment,
+        pool_template,
         upsert_work_pool,
     )
 
-    template = template_for_environment(load_base_job_template(), load_environment("prod"))
+    template = pool_template("prod", TEST_IMAGE)
     asyncio.run(upsert_work_pool(POOL_NAME, template))
     resp = httpx.post(
         f"{api_url}/work_pools/", json={"name": "kubetrain-infra", "type": "process"}, timeout=30

@@ -129,3 +129,95 @@ def test_worker_submits_job_and_local_pod_completes_the_run(
         assert {"clf_lda.joblib", "metadata.json", "manifest.json"} <= {
             p.name for p in published.iterdir()
         }
+
+
+def test_deadline_sigterm_reschedules_and_limits_end_it(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    """The pod command, replayed locally: SIGTERM (what activeDeadlineSeconds and evictions
+    send) reschedules the run; the next start beyond KUBETRAIN_MAX_RESCHEDULES fails saying so;
+    a run reaching its Prefect timeout (before the Job deadline) ends TimedOut, once."""
+    import asyncio
+    import signal
+
+    from kubetrain.k8s import pool_template, render_job_manifest, upsert_work_pool
+    from tests.kube_helpers import TEST_IMAGE, start_pod_locally, wait_for_state
+
+    api = prefect_server.api_url
+    template = pool_template("prod", TEST_IMAGE)
+    asyncio.run(upsert_work_pool("kubetrain-k8s", template))
+    flow_id = httpx.post(f"{api}/flows/", json={"name": "kubetrain-sleeper"}, timeout=30).json()[
+        "id"
+    ]
+    resp = httpx.post(
+        f"{api}/deployments/",
+        json={
+            "name": "sleeper",
+            "flow_id": flow_id,
+            "work_pool_name": "kubetrain-k8s",
+            "entrypoint": "tests/fixtures/k8s_flows.py:sleeper",
+            "pull_steps": [
+                {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/kubetrain"}}
+            ],
+        },
+        timeout=30,
+    )
+    assert resp.status_code in (200, 201), resp.text
+    deployment_id = resp.json()["id"]
+    job = asyncio.run(
+        render_job_manifest(template, {}, **sample_flow_run_objects(deployment_name="sleeper"))
+    )
+    env = pod_command(job)[1]
+    assert env["PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR"] == "reschedule"  # with backoff 0
+    secrets = {"kubetrain-sftp": {"id": b"unused", "known_hosts": b"unused"}}
+
+    def new_run(seconds: float) -> str:
+        run = httpx.post(
+            f"{api}/deployments/{deployment_id}/create_flow_run",
+            json={"parameters": {"seconds": seconds}},
+            timeout=30,
+        ).json()
+        return str(run["id"])
+
+    def start(run_id: str, name: str, **extra: str) -> Any:
+        # What the worker does before it creates the Job: the run is Pending.
+        httpx.post(
+            f"{api}/flow_runs/{run_id}/set_state",
+            json={"state": {"type": "PENDING"}, "force": True},
+            timeout=30,
+        ).raise_for_status()
+        return start_pod_locally(
+            job,
+            secret_files=secrets,
+            workdir=tmp_path / name,
+            extra_env={"PREFECT__FLOW_RUN_ID": run_id, "PREFECT_API_URL": api, **extra},
+        )
+
+    run_id = new_run(120)
+    pod = start(run_id, "pod-1")
+    try:
+        running = wait_for_state(api, run_id, {"RUNNING"}, timeout=120)
+        assert running["type"] == "RUNNING", running
+        pod.send_signal(signal.SIGTERM)
+        out, _ = pod.communicate(timeout=120)
+    finally:
+        pod.kill()
+    state = flow_run_state(api, run_id)
+    # Rescheduled, exit 0: the worker would start a new Job (an eviction must not lose the run).
+    assert pod.returncode == 0, out[-3000:]
+    assert state["type"] == "SCHEDULED", f"{state}\n{out[-3000:]}"
+
+    # The next start is over the limit: it fails once, with the reason.
+    pod = start(run_id, "pod-2", KUBETRAIN_MAX_RESCHEDULES="0")
+    out, _ = pod.communicate(timeout=300)
+    state = flow_run_state(api, run_id)
+    assert state["type"] == "FAILED", f"{state}\n{out[-3000:]}"
+    assert "rescheduled 1 times" in (state["message"] or "") + out, out[-3000:]
+
+    # The Prefect timeout ends a long run before the Job deadline would SIGTERM it.
+    run_id = new_run(120)
+    pod = start(run_id, "pod-3", KUBETRAIN_JOB_DEADLINE="PT6S")  # timeout: 3 s
+    out, _ = pod.communicate(timeout=300)
+    state = flow_run_state(api, run_id)
+    assert state["type"] == "FAILED", f"{state}\n{out[-3000:]}"
+    assert state["name"] == "TimedOut", state
