@@ -12,6 +12,10 @@ Configuration from the environment (see `KeySource.from_env`, `known_hosts_from_
   KUBETRAIN_SSH_KEY_PASSPHRASE_FILE     path to a file holding the passphrase
   KUBETRAIN_SSH_KEY_PASSPHRASE_SECRET_BLOCK  name of a Prefect Secret block holding it
   KUBETRAIN_KNOWN_HOSTS                 path to the known_hosts file (default ~/.ssh/known_hosts)
+(read through kubetrain/settings.py).
+
+Over 400 lines on purpose: key loading, host-key policy and connecting are one security
+boundary; keeping them in one module keeps every path a key or passphrase takes in one view.
 """
 
 from __future__ import annotations

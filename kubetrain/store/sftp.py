@@ -17,6 +17,9 @@ Every primitive is retried on a transient failure (connection reset, channel clo
 by reconnecting with backoff and jitter and redoing that primitive; the store's publish then
 carries on with the same version. Authentication, host-key, permission and disk-full errors are
 never retried.
+
+Over 400 lines on purpose: the backend's primitives share one connection, one retry loop and
+the paramiko version gate; split apart, each would need the others' private state.
 """
 
 from __future__ import annotations
