@@ -203,7 +203,7 @@ def build_command(spec: FlowCommand) -> Callable[..., None]:
         try:
             result = flow(**arguments)
         except KubetrainError as error:
-            typer.echo(f"error: {error or type(error).__name__}", err=True)
+            typer.echo(f"error: {str(error) or type(error).__name__}", err=True)
             raise typer.Exit(1) from None
         except Exception as error:  # the flow run has logged the traceback already
             typer.echo(f"error: {type(error).__name__}: {error}", err=True)

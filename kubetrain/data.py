@@ -92,7 +92,9 @@ def fetch_http(url: str, destination: Path, *, timeout: float | None = None) -> 
                 raise DataError(_too_large(shown, limit))
             received = 0
             with destination.open("wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
+                # Chunks as they arrive (no size): a fixed size would wait for a slow server to
+                # fill it, and the deadline below would never be checked.
+                for chunk in response.iter_bytes():
                     received += len(chunk)
                     if received > limit:
                         raise DataError(_too_large(shown, limit))

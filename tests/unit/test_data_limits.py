@@ -76,3 +76,80 @@ def test_data_larger_than_the_memory_this_process_may_use_is_refused(tmp_path: P
     path.write_text("a,y\n" + "1,2\n" * 1000)
     with pytest.raises(DataError, match=r"needs about .* of memory.*may use"):
         preflight_csv(path, "d.csv", max_columns=1000, max_line_bytes=1 << 20, memory_limit=1024)
+
+
+class _Dripping:
+    """An HTTP server on 127.0.0.1 that sends headers, then one body byte every 0.2 s."""
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        import http.server
+        import threading
+        import time
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if redirect_to is not None:
+                    self.send_response(302)
+                    self.send_header("Location", redirect_to)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                for _ in range(200):  # bounded: 40 s at most even if nobody hangs up
+                    if server.stopped:
+                        return
+                    try:
+                        self.wfile.write(b"1")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(0.2)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self.stopped = False
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/d.csv"
+
+    def __enter__(self) -> _Dripping:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_a_dripping_server_is_bounded_by_the_attempts_total_time(tmp_path: Path) -> None:
+    import time
+
+    from kubetrain.data import TransientFetchError, fetch_http
+
+    started = time.monotonic()
+    with _Dripping() as server, pytest.raises(TransientFetchError, match=r"within 1s"):
+        fetch_http(server.url(), tmp_path / "d.csv", timeout=1.0)
+    # Each read returns within the timeout, but the attempt as a whole may not take longer.
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_a_redirect_to_a_file_url_is_a_user_error_not_retried(tmp_path: Path) -> None:
+    from kubetrain.data import TransientFetchError, fetch_http
+    from kubetrain.errors import is_transient
+
+    with (
+        _Dripping(redirect_to="file:///etc/hostname") as server,
+        pytest.raises(DataError, match="redirected to a non-HTTP location") as caught,
+    ):
+        fetch_http(server.url(), tmp_path / "d.csv", timeout=5)
+    assert not isinstance(caught.value, TransientFetchError)
+    assert not is_transient(caught.value)

@@ -226,3 +226,22 @@ def test_make_run_defaults_from_another_directory(prefect_server, tmp_path: Path
     assert manifest["data"]["source"].endswith(DEFAULT_DATA)
     assert manifest["models"]["nn"]["params"]["hidden_layer_sizes"] == [500]
     assert manifest["models"]["nn"]["cv"]["accuracy"]["mean"] > 0.85
+
+
+def test_cli_error_line_is_never_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error with no message still says what failed, not a bare 'error: '."""
+    from kubetrain.store import StoreError
+
+    def predict() -> None:
+        """Stands in for a flow: no parameters, raises an error without a message."""
+
+    class MessagelessFlow:
+        fn = staticmethod(predict)
+
+        def __call__(self, **_: Any) -> None:
+            raise StoreError()
+
+    monkeypatch.setattr("kubetrain.cli.load_flow", lambda _entrypoint: MessagelessFlow())
+    result = CliRunner().invoke(build_app(["predict"]), ["predict"])
+    assert result.exit_code == 1, result.output
+    assert "error: StoreError" in result.output
