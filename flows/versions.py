@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow
-
 from flows._failures import fail_on_user_error
+from kubetrain.k8s.limits import kubernetes_flow
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ def _markdown_block(text: str) -> str:
     return f"```\n{text}\n```"
 
 
-@flow(name="versions-list")
+@kubernetes_flow(name="versions-list")
 @fail_on_user_error
 def versions_list(
     source: str = "./artifacts", experiment: str = "default", limit: int = 50
@@ -54,7 +53,7 @@ def versions_list(
     return RegistryOutcome(text=text, data=listing)
 
 
-@flow(name="versions-show")
+@kubernetes_flow(name="versions-show")
 @fail_on_user_error
 def versions_show(
     source: str = "./artifacts", experiment: str = "default", version: str = "LATEST"
@@ -79,7 +78,7 @@ def versions_show(
     return RegistryOutcome(text=shown.text, data=shown.manifest)
 
 
-@flow(name="versions-diff")
+@kubernetes_flow(name="versions-diff")
 @fail_on_user_error
 def versions_diff(
     old: str,
@@ -114,7 +113,7 @@ def versions_diff(
     return RegistryOutcome(text=diff.text, data=diff)
 
 
-@flow(name="versions-promote")
+@kubernetes_flow(name="versions-promote")
 @fail_on_user_error
 def versions_promote(
     alias: str,
@@ -142,7 +141,7 @@ def versions_promote(
     return RegistryOutcome(text=text, data=event)
 
 
-@flow(name="versions-history")
+@kubernetes_flow(name="versions-history")
 @fail_on_user_error
 def versions_history(
     alias: str | None = None, source: str = "./artifacts", experiment: str = "default"
@@ -175,7 +174,7 @@ def versions_history(
     return RegistryOutcome(text=format_table(rows, empty="(no alias moves)"), data=events)
 
 
-@flow(name="versions-prune")
+@kubernetes_flow(name="versions-prune")
 @fail_on_user_error
 def versions_prune(
     source: str = "./artifacts",
