@@ -299,3 +299,41 @@ def _collect_all(
         what = describe_fit(outcome.model, outcome.fold)
         log.info("[%d/%d] %s done in %.1fs", done, total, what, outcome.seconds)
         collect(outcome, results, y)
+
+
+def check_fit_constraints(config: TrainingConfig) -> None:
+    """Fail now on override values scikit-learn accepts when set and rejects only inside fit.
+
+    `catalog.check_configuration` runs scikit-learn's own parameter checks; these are the
+    constraints of catalog models that scikit-learn checks only once a fit starts.
+    """
+    from kubetrain.training.catalog import ModelConfigError, build_estimator
+
+    for name in config.models:
+        if not config.model_params.get(name):
+            continue
+        estimator = build_estimator(name, config.seed, config.model_params.get(name), "none")
+        params = estimator.get_params(deep=False)
+        problem = _fit_time_problem(name, params)
+        if problem:
+            raise ModelConfigError(f"model_params for {name!r}: {problem}")
+
+
+def _fit_time_problem(name: str, params: Mapping[str, Any]) -> str | None:
+    if name == "nn":
+        sizes = params["hidden_layer_sizes"]
+        sizes = sizes if isinstance(sizes, tuple | list) else (sizes,)
+        if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            shown = list(sizes)[:10]
+            return (
+                f"hidden_layer_sizes must be a list of positive whole numbers (neurons per "
+                f"layer), got {shown}; use e.g. [100] or [256, 64]"
+            )
+    if name == "rf" and not params["bootstrap"]:
+        if params["oob_score"]:
+            return "oob_score needs bootstrap=true; set bootstrap to true or drop oob_score"
+        if params["max_samples"] is not None:
+            return "max_samples needs bootstrap=true; set bootstrap to true or drop max_samples"
+    if name == "lda" and params["solver"] == "svd" and params["shrinkage"] is not None:
+        return "shrinkage does not work with solver 'svd'; set solver to 'lsqr' or 'eigen'"
+    return None
