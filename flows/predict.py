@@ -1,8 +1,8 @@
-"""The `predict` flow: batch inference from a published version (the original's inference.py).
+"""The `predict` flow: batch inference from a published version.
 
 Fetches a version (LATEST by default) with every checksum verified, loads its models, scores a
-CSV, writes predictions.csv and reports accuracy when the CSV has the target column.
-`python -m flows.predict --help`.
+CSV, writes the predictions CSV and reports a preview, where it went and accuracy when the CSV
+has the target column. `python -m flows.predict --help`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,27 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from flows._failures import fail_on_user_error
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 from kubetrain.k8s.limits import kubernetes_flow
+
+# The store's rule for experiment and version names (kubetrain.store.validate_name).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Experiment = Annotated[str, Field(pattern=NAME_PATTERN)]
+# A version name, LATEST, or @alias (kubetrain.registry).
+Version = Annotated[str | None, Field(pattern=r"^@?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+def run_name() -> str:
+    """The flow run's name in the UI, e.g. `letters: predict LATEST`."""
+    from prefect.runtime import flow_run
+
+    given = dict(flow_run.parameters)
+    return f"{given.get('experiment', 'default')}: predict {given.get('version') or 'LATEST'}"
 
 
 @dataclass(frozen=True)
@@ -23,54 +40,89 @@ class PredictOutcome:
     version: str
     predictions: Path
     accuracy: dict[str, float] | None
+    training_data: bool = False
 
 
-@kubernetes_flow(name="predict")  # timeout before the Job deadline, reschedule cap
+@kubernetes_flow(name="predict", flow_run_name=run_name)  # timeout before the Job deadline
 @fail_on_user_error
 def predict(
     source: str = "./artifacts",
-    experiment: str = "default",
-    version: str | None = None,
+    experiment: Experiment = "default",
+    version: Version = None,
     data: str = DEFAULT_DATA,
     output: str = "./predictions",
 ) -> PredictOutcome:
-    """Score a CSV with every model of a published version; write predictions.csv.
+    """Score a CSV with every model of a published version; write the predictions CSV.
 
     Args:
-        source: The store the version was published to: a folder, file:///abs/path or
-            sftp://user@host[:port]/path (the train flow's destination).
+        source: The store the version was published to (the train flow's destination): a
+            folder, `file:///abs/path` or `sftp://user@host:port/path`.
         experiment: Experiment the version belongs to.
-        version: Version to use: a version name, @alias (e.g. @production, set with
-            `kubetrain versions promote`) or LATEST; empty for the one LATEST names.
-        data: CSV to score, in the training layout (path, file://, http(s):// or sftp://).
-            When it has the target column, accuracy per model is reported too.
-        output: Local folder for <version>-predictions.csv.
+        version: Version to use: a version name such as `20260102T030405Z-0123abcd`, an alias
+            such as `@production` (set with `kubetrain versions promote`), or `LATEST`; leave
+            empty for the newest (the one the experiment's LATEST file names).
+        data: CSV to score, in the training layout: a path, `file://`, `https://` or
+            `sftp://` URL. When it has the target column, accuracy per model is reported too;
+            the run says so when it is the very data the version was trained on.
+        output: Folder for the predictions file `VERSION-predictions.csv`, on the machine
+            that runs the flow.
     """
-    from prefect.artifacts import create_table_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.logging import get_run_logger
 
     from kubetrain.data import resolve_sample
     from kubetrain.locations import redact_url
+    from kubetrain.report import artifact_key, predict_markdown, preview_rows
+    from tasks.data import fetch_data
     from tasks.inference import score_data
     from tasks.store import fetch_version
 
     data = resolve_sample(data)
     with tempfile.TemporaryDirectory(prefix="kubetrain-predict-") as tmp:
         loaded = fetch_version(source, experiment, version or None, Path(tmp))
+        fetched = fetch_data(data, Path(tmp))
         scores = score_data(
-            loaded, data, Path(tmp), Path(output) / f"{loaded.version}-predictions.csv"
+            loaded, str(fetched.path), Path(tmp), Path(output) / f"{loaded.version}-predictions.csv"
         )
-    written = scores.output
+    written = scores.output.resolve()
+    training_data = fetched.sha256 == loaded.manifest.get("data", {}).get("sha256")
+    shown = redact_url(data)
+    create_table_artifact(
+        key=artifact_key(experiment, "predictions-preview"),
+        table=preview_rows(scores.preview),
+        description=f"First rows of the predictions of `{experiment}` version `{loaded.version}`",
+    )
+    create_markdown_artifact(
+        key=artifact_key(experiment, "predictions"),
+        markdown=predict_markdown(
+            experiment=experiment,
+            version=loaded.version,
+            data=shown,
+            data_sha256=fetched.sha256,
+            manifest=loaded.manifest,
+            written=str(written),
+            rows=scores.rows,
+            accuracy=scores.accuracy,
+        ),
+        description=f"What `{experiment}` version `{loaded.version}` scored and where it went",
+    )
     logger = get_run_logger()
-    if scores.accuracy is not None:
-        create_table_artifact(
-            key="predict-accuracy",
-            table=[{"model": m, "accuracy": round(a, 6)} for m, a in scores.accuracy.items()],
-            description=f"Accuracy of {experiment}/{loaded.version} on {redact_url(data)}",
+    if training_data:
+        logger.warning(
+            "%s is the data version %s was trained on: its accuracy measures fit, not "
+            "performance on new data",
+            shown,
+            loaded.version,
         )
-        logger.info("accuracy on %s: %s", redact_url(data), scores.accuracy)
+    if scores.accuracy is not None:
+        logger.info("accuracy on %s: %s", shown, scores.accuracy)
     logger.info("wrote %s (%d rows)", written, scores.rows)
-    return PredictOutcome(version=loaded.version, predictions=written, accuracy=scores.accuracy)
+    return PredictOutcome(
+        version=loaded.version,
+        predictions=written,
+        accuracy=scores.accuracy,
+        training_data=training_data,
+    )
 
 
 if __name__ == "__main__":  # `python -m flows.predict` is `kubetrain predict`

@@ -1,5 +1,6 @@
-"""The `train` flow: load → validate → fit + cross-validate (concurrently) → serialize → publish
-→ report. Also a CLI: `python -m flows.train --help`.
+"""The `train` flow: load → fit (each model's final fit and every CV fold its own task run,
+concurrently in worker processes) → serialize and plot → publish → report.
+Also a CLI: `python -m flows.train --help`.
 """
 
 from __future__ import annotations
@@ -7,7 +8,9 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
 
 from flows._failures import fail_on_user_error
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
@@ -17,6 +20,44 @@ from kubetrain.k8s.limits import kubernetes_flow
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
 ModelName = Literal["lda", "nn", "logreg", "rf", "hgb", "svc", "knn"]
+# The store's rule for names that become a folder (kubetrain.store.validate_name), so the run
+# form refuses a bad experiment name before a run exists.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_FOLDS = 100
+
+
+def _no_duplicates(values: list[str]) -> list[str]:
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"listed twice: {', '.join(duplicates)}; list each once")
+    return values
+
+
+# Each constraint is in the JSON schema too (minimum, minItems, uniqueItems, pattern, enum), so
+# the UI's run form and the API refuse a bad value before a run is created.
+Folds = Annotated[int, Field(ge=2, le=MAX_FOLDS)]
+Models = Annotated[
+    list[ModelName],
+    Field(min_length=1, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_no_duplicates),
+]
+Metrics = Annotated[
+    list[Metric],
+    Field(min_length=1, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_no_duplicates),
+]
+Experiment = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def run_name() -> str:
+    """The flow run's name in the UI, e.g. `letters: lda+nn, 5 folds`."""
+    from prefect.runtime import flow_run
+
+    given = dict(flow_run.parameters)
+    return (
+        f"{given.get('experiment', 'default')}: {'+'.join(given.get('models') or ['lda', 'nn'])}, "
+        f"{given.get('folds', 5)} folds"
+    )
 
 
 @dataclass(frozen=True)
@@ -29,21 +70,21 @@ class TrainOutcome:
     table: str
 
 
-@kubernetes_flow(name="train")  # timeout before the Job deadline, reschedule cap
+@kubernetes_flow(name="train", flow_run_name=run_name)  # timeout before the Job deadline
 @fail_on_user_error
 def train(
     data: str = DEFAULT_DATA,
     target: str = "# Letter",
     drop_columns: list[str] = ["Line"],  # noqa: B006  (never mutated; a list shows in the UI)
     normalize: Normalize = "l2",
-    models: list[ModelName] = ["lda", "nn"],  # noqa: B006
+    models: Models = ["lda", "nn"],  # noqa: B006
     model_params: dict[str, dict[str, Any]] = {},  # noqa: B006
-    folds: int = 5,
+    folds: Folds = 5,
     shuffle: bool = False,
     seed: int = 0,
-    metrics: list[Metric] = ["accuracy"],  # noqa: B006
+    metrics: Metrics = ["accuracy"],  # noqa: B006
     destination: str = "./artifacts",
-    experiment: str = "default",
+    experiment: Experiment = "default",
     promote_to: str | None = None,
     gate_model: ModelName | None = None,
     gate_metric: Metric = "accuracy",
@@ -52,60 +93,75 @@ def train(
     """Train catalog models on a CSV, cross-validate them and publish a verified version.
 
     Args:
-        data: CSV to train on: a path, file:///abs/path.csv, http(s)://… or
-            sftp://user@host[:port]/path.csv. Default: the bundled sample (scikit-learn's
-            digits in the original's letters layout).
-        target: Name of the label column (the original's is '# Letter').
-        drop_columns: Columns that are neither features nor the target, e.g. a row id (the
-            original drops 'Line').
-        normalize: Feature scaling. 'none'; 'l2' = each row scaled to unit L2 norm before
-            cross-validation (the original's); 'standard' = a StandardScaler fitted per fold
-            inside a Pipeline and saved with the model.
-        models: Catalog models to train, each saved as clf_<name>.joblib: lda and nn (the
-            original's two), logreg, rf, hgb, svc, knn.
-        model_params: Per-model scikit-learn parameter overrides, e.g.
-            {"nn": {"hidden_layer_sizes": [100], "max_iter": 300}}; checked before training.
-        folds: Number of stratified cross-validation folds (the original: 5).
-        shuffle: Shuffle rows (with seed) before splitting into folds; the original does not.
+        data: CSV to train on: a path (relative to where the flow runs), `file:///abs/path.csv`,
+            `https://host/path.csv` or `sftp://user@host:port/path.csv`. Default: the bundled
+            sample (scikit-learn's digits in the letters layout).
+        target: Name of the label column, e.g. `# Letter` in the bundled sample.
+        drop_columns: Columns that are neither features nor the target, e.g. a row id such as
+            `Line` in the bundled sample.
+        normalize: Feature scaling: `none`; `l2` scales each row to unit length before
+            cross-validation; `standard` fits a StandardScaler per fold, inside a pipeline
+            saved with the model.
+        models: Catalog models to train (at least one, each once); each is saved as
+            `clf_NAME.joblib`. `lda` (linear discriminant analysis) and `nn` (a neural
+            network), `logreg`, `rf` (random forest), `hgb` (gradient boosting), `svc`, `knn`.
+        model_params: Per-model scikit-learn parameter overrides as JSON, e.g.
+            `{"nn": {"hidden_layer_sizes": [100], "max_iter": 300}}`; checked before any data
+            is read.
+        folds: Number of stratified cross-validation folds, 2 to 100. Every class needs at
+            least this many rows.
+        shuffle: Shuffle rows (with the seed) before splitting them into folds; off by default,
+            so folds follow the row order.
         seed: Random seed: every model's random_state and the fold shuffling.
-        metrics: CV metrics: accuracy, balanced_accuracy, f1_macro, roc_auc_ovr. Accuracy is
-            always computed too: metadata.json needs it.
-        destination: Where to publish: a folder, file:///abs/path or
-            sftp://user@host[:port]/path. The version lands in
-            <destination>/<experiment>/<version>/.
-        experiment: Experiment name, the folder that groups versions (letters, digits, '.',
-            '_', '-').
+        metrics: Cross-validation metrics (at least one, each once): `accuracy`,
+            `balanced_accuracy`, `f1_macro`, `roc_auc_ovr`. Accuracy is always computed too,
+            for `metadata.json`.
+        destination: Where to publish: a folder, `file:///abs/path` or
+            `sftp://user@host:port/path`. Each version lands in the folder
+            `DESTINATION/EXPERIMENT/VERSION`.
+        experiment: Experiment name, the folder that groups versions: 1 to 128 letters,
+            digits, `.`, `_` or `-`, starting with a letter or digit.
         promote_to: Alias to move to the new version if it passes the quality gate, e.g.
-            production; empty: no alias is moved. The version is published either way.
-        gate_model: Model whose score the quality gate compares; empty: the first of models.
-        gate_metric: Metric the quality gate compares (cross-validation mean).
-        gate_max_drop: How far the new score may fall below the score of the version the
-            alias names now and still pass (0 = not worse).
+            `production`; empty: no alias is moved. The version is published either way.
+        gate_model: Model whose score the quality gate compares; empty: the first of the models.
+        gate_metric: Metric the quality gate compares (its cross-validation mean).
+        gate_max_drop: How far the new score may fall below the score of the version the alias
+            names now and still pass (0 means not worse).
     """
+    from prefect.futures import PrefectFuture, as_completed
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
+    from prefect.task_runners import ThreadPoolTaskRunner
 
     from kubetrain.data import describe
     from kubetrain.manifest import build_manifest, new_version
     from kubetrain.registry.gate import check_gate
     from kubetrain.registry.signing import sign_if_configured, signing_key
     from kubetrain.report import format_cv_table
+    from kubetrain.store import validate_name
     from kubetrain.training.catalog import check_configuration
-    from kubetrain.training.engine import TrainingConfig
+    from kubetrain.training.engine import (
+        FitOutcome,
+        TrainingConfig,
+        check_fit_constraints,
+        collect,
+        default_workers,
+        describe_fit,
+        empty_results,
+        plan_jobs,
+    )
     from tasks.data import load_data
-    from tasks.report import report
+    from tasks.report import advance_progress, plot, report, start_progress
     from tasks.run_record import redact_run_parameters
     from tasks.store import check_destination, publish, serialize
-    from tasks.training import fit_and_cross_validate
+    from tasks.training import fit
     from tasks.versions import quality_gate
 
     parameters = redact_run_parameters(dict(flow_run.parameters))
+    # Everything a user can get wrong in the configuration fails here, before the destination
+    # or the data is touched.
+    validate_name("experiment", experiment)
     check_configuration(list(models), model_params, list(metrics), normalize, seed)
-    gate = check_gate(promote_to, gate_model, gate_metric, gate_max_drop, models, metrics)
-    signer = signing_key()  # a bad key fails now, not after training
-    version = new_version()
-    check_destination(destination, experiment, version)
-    dataset = load_data(resolve_sample(data), target, list(drop_columns), folds)
     config = TrainingConfig(
         models=list(models),
         model_params=model_params,
@@ -115,9 +171,47 @@ def train(
         seed=seed,
         metrics=list(metrics),
     )
-    results = fit_and_cross_validate(dataset.X, dataset.y, config)
+    check_fit_constraints(config)
+    gate = check_gate(promote_to, gate_model, gate_metric, gate_max_drop, models, metrics)
+    signer = signing_key()  # a bad key fails now, not after training
+    version = new_version()
+    check_destination(destination, experiment, version)
+    dataset = load_data(resolve_sample(data), target, list(drop_columns), folds)
+
+    logger = get_run_logger()
+    jobs = plan_jobs(config, len(dataset.y))
+    workers = min(default_workers(), len(jobs))
+    results = empty_results(config)
+    progress = start_progress(experiment, len(jobs))
+    logger.info("training %d fits on %d worker process(es)", len(jobs), workers)
+    # One thread per worker process, jobs longest first: each fit task starts when a worker is
+    # free, so a task run's duration in the UI is its fit's.
+    runner: ThreadPoolTaskRunner[FitOutcome] = ThreadPoolTaskRunner(max_workers=workers)
+    with runner:
+        futures: list[PrefectFuture[FitOutcome]] = [
+            runner.submit(
+                fit,
+                {
+                    "dataset": dataset,
+                    "config": config,
+                    "model": job.model,
+                    "fold": job.fold,
+                    "workers": workers,
+                },
+            )
+            for job in jobs
+        ]
+        for done, future in enumerate(as_completed(futures), start=1):
+            outcome = future.result()
+            collect(outcome, results, dataset.y)
+            advance_progress(progress, done, len(jobs))
+            what = describe_fit(outcome.model, outcome.fold)
+            logger.info("[%d/%d] %s done in %.1fs", done, len(jobs), what, outcome.seconds)
+
     with tempfile.TemporaryDirectory(prefix="kubetrain-version-") as tmp:
-        files = serialize(results, Path(tmp))
+        files = serialize(results, Path(tmp), wait_for=futures)
+        plots = plot(results, dataset, Path(tmp), wait_for=futures)
+        files = {**files, **plots}
         manifest = build_manifest(
             version=version,
             flow_run_id=flow_run.id,
@@ -127,12 +221,14 @@ def train(
             files=files,
         )
         manifest = sign_if_configured(manifest, signer)
-        location = publish(destination, experiment, version, files, manifest)
-    if gate is not None:
-        quality_gate(destination, experiment, version, gate)
-    report(location, manifest, results)
+        location = publish(
+            destination, experiment, version, files, manifest, wait_for=[files, plots]
+        )
+        if gate is not None:
+            quality_gate(destination, experiment, version, gate)
+        report(experiment, location, manifest, results, plots, wait_for=[location])
     table = format_cv_table(results)
-    get_run_logger().info("published %s\n%s", location, table)
+    logger.info("published %s\n%s", location, table)
     return TrainOutcome(location=location, version=version, manifest=manifest, table=table)
 
 

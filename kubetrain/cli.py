@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
 
@@ -129,6 +129,8 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
 
 def _option_for(annotation: Any) -> tuple[Any, Callable[[Any], Any], str]:
     """(CLI type, converter to the flow's type, extra help) for one flow parameter."""
+    if get_origin(annotation) is Annotated:  # constraints (pydantic Field) are the flow's job
+        annotation = get_args(annotation)[0]
     inner, _optional = _strip_optional(annotation)
     origin = get_origin(inner)
     if origin is list:

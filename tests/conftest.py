@@ -51,7 +51,8 @@ class PrefectServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 240.0) -> None:
-        env = dict(os.environ, PREFECT_HOME=str(self.home))
+        # The UI served at the root asks this URL for its API (else it assumes port 4200).
+        env = dict(os.environ, PREFECT_HOME=str(self.home), PREFECT_UI_API_URL=self.api_url)
         env.pop("PREFECT_API_URL", None)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -683,10 +683,11 @@ def ensure_project_deployed(api_url: str) -> dict[str, str]:
 
     template = pool_template("prod", TEST_IMAGE)
     asyncio.run(upsert_work_pool(POOL_NAME, template))
-    resp = httpx.post(
-        f"{api_url}/work_pools/", json={"name": "kubetrain-infra", "type": "process"}, timeout=30
-    )
-    assert resp.status_code in (201, 409), resp.text
+    for pool in ("kubetrain-infra", "kubetrain-local"):
+        resp = httpx.post(
+            f"{api_url}/work_pools/", json={"name": pool, "type": "process"}, timeout=30
+        )
+        assert resp.status_code in (201, 409), resp.text
     proc = run_prefect_deploy(api_url)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "An exception occurred" not in proc.stdout + proc.stderr, proc.stdout[-4000:]

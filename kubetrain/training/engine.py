@@ -1,26 +1,40 @@
 """Fit and cross-validate models, all fits and folds concurrently over processes.
 
-Every requested model gets one final fit on all rows plus one fit per CV fold. These jobs are
-independent, so they run in a pool of worker processes (joblib/loky) with BLAS/OpenMP capped
-at one thread each, longest first. Each job does exactly what `cross_val_score` does for its
-fold (same splitter, same clone, same scorer), so the scores are bit-identical to running
-the original procedure one fit after another.
+Every requested model gets one final fit on all rows plus one fit per CV fold. `fit_one` performs
+one of these fits (the unit the train flow shows as one task run, and the unit a scale-out run
+ships elsewhere). The fits are independent, so they run in a pool of worker processes (loky)
+with BLAS/OpenMP capped at one thread each, longest first. Each fold fit does exactly what
+`cross_val_score` does for its fold (same splitter, same clone, same scorer), so the scores are
+bit-identical to running the original procedure one fit after another.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from kubetrain.settings import get_settings
-from kubetrain.training.catalog import CATALOG, build_estimator, estimator_params, fit_and_score
+from kubetrain.training.catalog import CATALOG, build_estimator, estimator_params
 
 # metadata.json (the original's contract) needs mean CV accuracy, so it is always scored.
 REQUIRED_METRIC = "accuracy"
+# The thread-count variables joblib's loky backend caps for `inner_max_num_threads=1`.
+_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 @dataclass(frozen=True)
@@ -50,15 +64,30 @@ class Job:
     cost: float
 
 
+@dataclass(frozen=True)
+class FitOutcome:
+    """What one fit produced: the fitted model (final fit) or a fold's scores and predictions."""
+
+    model: str
+    fold: int | None
+    seconds: float
+    estimator: Any = None
+    scores: dict[str, float] = field(default_factory=dict)
+    test_index: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+
+
 @dataclass
 class ModelResult:
-    """A fitted model, its parameters and its per-fold CV scores."""
+    """A fitted model, its parameters, its per-fold CV scores and out-of-fold predictions."""
 
     name: str
     estimator: Any
     params: dict[str, Any]
     scores: dict[str, list[float]]
     seconds: float = 0.0
+    # Each row's prediction by the fold model that did not train on it (for confusion matrices).
+    oof_predictions: np.ndarray | None = None
 
     def mean(self, metric: str) -> float:
         """Mean over folds, computed like numpy's (as cross_val_score(...).mean())."""
@@ -122,16 +151,85 @@ def plan_jobs(config: TrainingConfig, rows: int) -> list[Job]:
     return sorted(jobs, key=lambda job: -job.cost)
 
 
-def train_models(
-    X: np.ndarray, y: np.ndarray, config: TrainingConfig, workers: int | None = None
-) -> dict[str, ModelResult]:
-    """Final fits and CV folds of every model; concurrent over `workers` processes."""
-    log = _logger()
+def fit_one(
+    X: np.ndarray, y: np.ndarray, config: TrainingConfig, model: str, fold: int | None
+) -> FitOutcome:
+    """One fit of `model` on the raw data: all rows (fold None) or CV fold `fold` (0-based).
+
+    Self-contained (preprocessing and the fold split are recomputed here, both deterministic and
+    cheap), so it runs unchanged in a pool worker or in another process entirely.
+    """
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import get_scorer
+
+    started = time.perf_counter()
     X = preprocess(X, config.normalize)
-    splits = cv_splits(y, config.folds, config.shuffle, config.seed)
-    jobs = plan_jobs(config, len(y))
-    workers = min(workers or default_workers(), len(jobs))
-    results = {
+    estimator = build_estimator(
+        model, config.seed, config.model_params.get(model), config.normalize
+    )
+    with warnings.catch_warnings():
+        # A capped max_iter is the user's choice; the original ran with the warning too.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if fold is None:
+            estimator.fit(X, y)
+            return FitOutcome(model, None, time.perf_counter() - started, estimator=estimator)
+        train_idx, test_idx = cv_splits(y, config.folds, config.shuffle, config.seed)[fold]
+        fold_model = clone(estimator).fit(X[train_idx], y[train_idx])
+        scores = {
+            metric: float(get_scorer(metric)(fold_model, X[test_idx], y[test_idx]))
+            for metric in config.scored_metrics
+        }
+        predictions = np.asarray(fold_model.predict(X[test_idx]))
+    return FitOutcome(
+        model,
+        fold,
+        time.perf_counter() - started,
+        scores=scores,
+        test_index=np.asarray(test_idx),
+        predictions=predictions,
+    )
+
+
+class FitPool:
+    """Worker processes for `fit_one`, one BLAS/OpenMP thread each; reused across runs.
+
+    workers == 1 fits in this process instead (no pool to start).
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or default_workers()
+
+    def submit(
+        self, X: np.ndarray, y: np.ndarray, config: TrainingConfig, model: str, fold: int | None
+    ) -> Future[FitOutcome]:
+        """Start one fit; the future resolves to its FitOutcome."""
+        if self.workers == 1:
+            done: Future[FitOutcome] = Future()
+            try:
+                done.set_result(fit_one(X, y, config, model, fold))
+            except Exception as error:
+                done.set_exception(error)
+            return done
+        from joblib.externals.loky import get_reusable_executor
+
+        # loky starts fresh interpreters with the thread caps in their environment, so two
+        # workers on two cores never oversubscribe; the pool is reused by later runs.
+        executor = get_reusable_executor(
+            max_workers=self.workers, timeout=300, env=dict.fromkeys(_THREAD_VARIABLES, "1")
+        )
+        return executor.submit(fit_one, X, y, config, model, fold)
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, config: TrainingConfig, model: str, fold: int | None
+    ) -> FitOutcome:
+        """One fit in the pool, waited for."""
+        return self.submit(X, y, config, model, fold).result()
+
+
+def empty_results(config: TrainingConfig) -> dict[str, ModelResult]:
+    """A ModelResult per model with its parameters and NaN scores, to be filled by `collect`."""
+    return {
         m: ModelResult(
             name=m,
             estimator=None,
@@ -142,67 +240,100 @@ def train_models(
         )
         for m in config.models
     }
-    log.info(
-        "training %d fits (%d models) on %d worker process(es)", len(jobs), len(results), workers
-    )
-    if workers == 1:
-        _collect((_call(job, X, y, splits, config) for job in jobs), results, log, len(jobs))
-        return results
-    from joblib import Parallel, delayed, parallel_config
 
-    # loky starts fresh interpreters with OMP/OpenBLAS/MKL threads capped, so two workers on
-    # two cores never oversubscribe; the pool is reused by later runs in the same process.
-    with parallel_config(backend="loky", inner_max_num_threads=1):
-        outcomes = Parallel(
-            n_jobs=workers, batch_size=1, pre_dispatch="all", return_as="generator_unordered"
-        )(delayed(fit_and_score)(*_arguments(job, X, y, splits, config)) for job in jobs)
-        _collect(outcomes, results, log, len(jobs))
+
+def collect(outcome: FitOutcome, results: dict[str, ModelResult], y: np.ndarray) -> None:
+    """Record one fit's outcome in its model's result."""
+    result = results[outcome.model]
+    result.seconds += outcome.seconds
+    if outcome.fold is None:
+        result.estimator = outcome.estimator
+        return
+    for metric, score in outcome.scores.items():
+        result.scores[metric][outcome.fold] = score
+    if outcome.test_index is not None and outcome.predictions is not None:
+        if result.oof_predictions is None:
+            result.oof_predictions = np.empty(len(y), dtype=outcome.predictions.dtype)
+        result.oof_predictions[outcome.test_index] = outcome.predictions
+
+
+def describe_fit(model: str, fold: int | None) -> str:
+    """How a fit is named for people: 'nn final fit' or 'nn fold 3' (folds counted from 1)."""
+    return f"{model} final fit" if fold is None else f"{model} fold {fold + 1}"
+
+
+def train_models(
+    X: np.ndarray, y: np.ndarray, config: TrainingConfig, workers: int | None = None
+) -> dict[str, ModelResult]:
+    """Final fits and CV folds of every model; concurrent over `workers` processes."""
+    log = _logger()
+    jobs = plan_jobs(config, len(y))
+    pool = FitPool(min(workers or default_workers(), len(jobs)))
+    results = empty_results(config)
+    log.info(
+        "training %d fits (%d models) on %d worker process(es)",
+        len(jobs),
+        len(results),
+        pool.workers,
+    )
+    futures = [pool.submit(X, y, config, job.model, job.fold) for job in jobs]
+    _collect_all(_completed(futures), results, y, log, len(jobs))
     return results
 
 
-def _arguments(
-    job: Job,
-    X: np.ndarray,
-    y: np.ndarray,
-    splits: Sequence[tuple[np.ndarray, np.ndarray]],
-    config: TrainingConfig,
-) -> tuple[Any, ...]:
-    # Plain values only: workers unpickle them without importing this (prefect-importing) module.
-    return (
-        (job.model, job.fold),
-        config.seed,
-        dict(config.model_params.get(job.model) or {}),
-        config.normalize,
-        X,
-        y,
-        None if job.fold is None else splits[job.fold],
-        config.scored_metrics,
-    )
+def _completed(futures: list[Future[FitOutcome]]) -> Iterable[FitOutcome]:
+    from concurrent.futures import as_completed
+
+    for future in as_completed(futures):
+        yield future.result()
 
 
-def _call(
-    job: Job,
-    X: np.ndarray,
-    y: np.ndarray,
-    splits: Sequence[tuple[np.ndarray, np.ndarray]],
-    config: TrainingConfig,
-) -> tuple[tuple[str, int | None], Any, float]:
-    return fit_and_score(*_arguments(job, X, y, splits, config))
-
-
-def _collect(
-    outcomes: Iterable[tuple[tuple[str, int | None], Any, float]],
+def _collect_all(
+    outcomes: Iterable[FitOutcome],
     results: dict[str, ModelResult],
+    y: np.ndarray,
     log: Any,
     total: int,
 ) -> None:
-    for done, ((model, fold), payload, seconds) in enumerate(outcomes, start=1):
-        what = "final fit" if fold is None else f"fold {fold + 1}"
-        log.info("[%d/%d] %s %s done in %.1fs", done, total, model, what, seconds)
-        result = results[model]
-        result.seconds += seconds
-        if fold is None:
-            result.estimator = payload
-        else:
-            for metric, score in payload.items():
-                result.scores[metric][fold] = score
+    for done, outcome in enumerate(outcomes, start=1):
+        what = describe_fit(outcome.model, outcome.fold)
+        log.info("[%d/%d] %s done in %.1fs", done, total, what, outcome.seconds)
+        collect(outcome, results, y)
+
+
+def check_fit_constraints(config: TrainingConfig) -> None:
+    """Fail now on override values scikit-learn accepts when set and rejects only inside fit.
+
+    `catalog.check_configuration` runs scikit-learn's own parameter checks; these are the
+    constraints of catalog models that scikit-learn checks only once a fit starts.
+    """
+    from kubetrain.training.catalog import ModelConfigError, build_estimator
+
+    for name in config.models:
+        if not config.model_params.get(name):
+            continue
+        estimator = build_estimator(name, config.seed, config.model_params.get(name), "none")
+        params = estimator.get_params(deep=False)
+        problem = _fit_time_problem(name, params)
+        if problem:
+            raise ModelConfigError(f"model_params for {name!r}: {problem}")
+
+
+def _fit_time_problem(name: str, params: Mapping[str, Any]) -> str | None:
+    if name == "nn":
+        sizes = params["hidden_layer_sizes"]
+        sizes = sizes if isinstance(sizes, tuple | list) else (sizes,)
+        if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            shown = list(sizes)[:10]
+            return (
+                f"hidden_layer_sizes must be a list of positive whole numbers (neurons per "
+                f"layer), got {shown}; use e.g. [100] or [256, 64]"
+            )
+    if name == "rf" and not params["bootstrap"]:
+        if params["oob_score"]:
+            return "oob_score needs bootstrap=true; set bootstrap to true or drop oob_score"
+        if params["max_samples"] is not None:
+            return "max_samples needs bootstrap=true; set bootstrap to true or drop max_samples"
+    if name == "lda" and params["solver"] == "svd" and params["shrinkage"] is not None:
+        return "shrinkage does not work with solver 'svd'; set solver to 'lsqr' or 'eigen'"
+    return None

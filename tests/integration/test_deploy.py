@@ -56,6 +56,8 @@ def test_every_deployment_in_prefect_yaml_is_registered(
         assert dep["global_concurrency_limit"]["limit"] == spec["concurrency_limit"]["limit"]
         assert dep["parameters"] == spec.get("parameters", {})
         pull = spec.get("pull") or load_prefect_yaml()["pull"]
+        # `prefect deploy` fills in {{ $PWD }} (the *-local pair): the checkout it ran in.
+        pull = yaml.safe_load(yaml.safe_dump(pull).replace("{{ $PWD }}", str(REPO_ROOT)))
         assert dep["pull_steps"] == pull
     nightly = _get(api, f"/deployments/{deployed['train-nightly']}")
     (schedule,) = nightly["schedules"]

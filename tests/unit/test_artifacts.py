@@ -11,6 +11,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -100,3 +101,90 @@ def test_manifest_has_every_contract_field(tmp_path: Path, results) -> None:
     assert "manifest.json" not in manifest["files"]
     assert set(manifest["environment"]) >= {"python", "sklearn", "numpy", "pandas", "joblib"}
     json.dumps(manifest)
+
+
+def test_artifact_keys_are_valid_and_distinct_per_experiment() -> None:
+    from prefect.artifacts import Artifact
+
+    from kubetrain.report import artifact_key
+
+    names = ["letters", "Letters", "my_exp", "my-exp", "v1.2", "9"]
+    keys = [artifact_key(name, "cv-results") for name in names]
+    assert keys[0] == "letters-cv-results"
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        assert re.fullmatch(r"[a-z0-9-]+", key), key
+        Artifact(key=key, type="markdown", data="x")  # Prefect's own key validation
+
+
+def test_version_markdown_survives_markdown_rendering(tmp_path: Path, results) -> None:
+    """No bare angle brackets or underscores a renderer could eat; parameters as JSON."""
+    from kubetrain.plots import write_plots
+    from kubetrain.report import version_markdown
+
+    results["lda"].oof_predictions = np.array([1, 2, 2, 2])
+    files = write_version_files(results, tmp_path)
+    plots = write_plots(results, np.array([1, 2, 1, 2]), tmp_path / "plots")
+    parameters = {"experiment": "a_b_c", "model_params": {"nn": {"hidden_layer_sizes": [16]}}}
+    manifest = build_manifest(
+        version="20260102T030405Z-0123abcd",
+        flow_run_id="run-1",
+        data={"source": "<x>.csv", "sha256": "ab", "rows": 4, "columns": ["a"], "target": "t"},
+        parameters=parameters,
+        results=results,
+        files={**files, **plots},
+    )
+    markdown = version_markdown("sftp://u@h:22/srv/<m>", manifest, results, plots)
+    outside_code = re.sub(r"(?s)```json\n.*?\n```|`[^`]*`|\]\(data:[^)]*\)", "", markdown)
+    assert "<" not in outside_code
+    assert "_" not in outside_code.replace("mean ± std", "")
+    block = re.search(r"(?s)```json\n(.*?)\n```", markdown)
+    assert block
+    assert json.loads(block.group(1)) == parameters
+    assert markdown.count("](data:image/png;base64,") == 2
+    assert "`confusion_lda.png`" in markdown
+
+
+def test_predict_reports_a_preview_where_it_wrote_and_when_it_scored_training_data(
+    prefect_server, tmp_path: Path
+) -> None:
+    import httpx
+
+    from flows.predict import predict
+    from flows.train import train
+    from tests.train_helpers import write_original_layout_csv
+
+    train_csv = write_original_layout_csv(tmp_path / "train.csv", classes=4, per_class=8)
+    new_csv = write_original_layout_csv(tmp_path / "new.csv", classes=4, per_class=8, seed=7)
+    store = tmp_path / "store"
+    trained = train(data=str(train_csv), models=["lda"], folds=2, destination=str(store))
+    api = prefect_server.api_url
+    for csv_path, is_training_data in ((train_csv, True), (new_csv, False)):
+        outcome = predict(
+            source=str(store), data=str(csv_path), output=str(tmp_path / "out" / csv_path.stem)
+        )
+        assert outcome.version == trained.version
+        assert outcome.training_data is is_training_data
+        run_id = _latest_run_id(api, "predict")
+        artifacts = httpx.post(
+            f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+        ).json()
+        by_key = {a["key"]: a for a in artifacts}
+        preview = by_key["default-predictions-preview"]["data"]
+        preview = json.loads(preview) if isinstance(preview, str) else preview
+        written = pd.read_csv(outcome.predictions)
+        assert len(preview) == 20
+        assert [r["pred_lda"] for r in preview] == written["pred_lda"].head(20).tolist()
+        markdown = by_key["default-predictions"]["data"]
+        assert str(outcome.predictions) in markdown
+        assert ("this is the training data" in markdown) is is_training_data
+
+
+def _latest_run_id(api: str, flow_name: str) -> str:
+    import httpx
+
+    runs = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"flows": {"name": {"any_": [flow_name]}}, "sort": "START_TIME_DESC", "limit": 1},
+    ).json()
+    return str(runs[0]["id"])

@@ -126,10 +126,15 @@ def test_flow_publishes_a_complete_version_and_reports(prefect_server, tmp_path:
         "clf_knn.joblib",
         "clf_lda.joblib",
         "clf_nn.joblib",
+        "confusion_knn.png",
+        "confusion_lda.png",
+        "confusion_nn.png",
         "cv_results.csv",
+        "cv_scores.png",
         "manifest.json",
         "metadata.json",
     ]
+    assert (version_dir / "cv_scores.png").read_bytes().startswith(b"\x89PNG")
     manifest = json.loads((version_dir / "manifest.json").read_text())
     assert manifest["parameters"]["models"] == ["lda", "nn", "knn"]
     assert manifest["parameters"]["model_params"] == SMALL_NN
@@ -150,21 +155,52 @@ def test_flow_publishes_a_complete_version_and_reports(prefect_server, tmp_path:
         )
 
     run_id = manifest["flow_run_id"]
-    run = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()
+    api = prefect_server.api_url
+    run = httpx.get(f"{api}/flow_runs/{run_id}").json()
     assert run["state_type"] == "COMPLETED"
+    assert run["name"] == "letters: lda+nn+knn, 5 folds"
     artifacts = httpx.post(
-        f"{prefect_server.api_url}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
+        f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     ).json()
-    by_type = {a["type"]: a for a in artifacts}
-    assert {"table", "markdown"} <= set(by_type)
-    table = by_type["table"]["data"]
+    by_key = {a["key"]: a for a in artifacts}
+    assert {a["type"] for a in artifacts} == {"table", "markdown", "progress"}  # a link is markdown
+    table = by_key["letters-cv-results"]["data"]
     table = json.loads(table) if isinstance(table, str) else table
     assert {(r["model"], r["metric"]) for r in table} == {
         (m, k) for m in ("lda", "nn", "knn") for k in ("accuracy", "f1_macro")
     }
-    assert outcome.version in by_type["markdown"]["data"]
-    assert manifest["data"]["sha256"] in by_type["markdown"]["data"]
+    assert (
+        by_key["letters-version-link"]["data"] == f"[letters/{outcome.version}]({outcome.location})"
+    )
+    assert by_key["letters-training-progress"]["data"] == 100.0
+    markdown = by_key["letters-model-version"]["data"]
+    assert outcome.version in markdown
+    assert manifest["data"]["sha256"] in markdown
+    assert markdown.count("](data:image/png;base64,") == 4  # cv scores + a matrix per model
+    assert '"model_params": {' in markdown  # parameters as JSON, not Python reprs
+
+    task_runs = httpx.post(
+        f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+    ).json()
+    by_name = {t["name"]: t for t in task_runs}
+    fits = {n for n in by_name if n.startswith("fit-")}
+    assert fits == {
+        f"fit-{m}-{part}"
+        for m in ("lda", "nn", "knn")
+        for part in ["final", *(f"fold-{f}" for f in range(1, 6))]
+    }
+    assert all(by_name[n]["state_type"] == "COMPLETED" for n in fits)
+    # The graph reads as the pipeline: load-data feeds each fit, the fits feed serialize.
+    load_id = next(t["id"] for n, t in by_name.items() if n.startswith("load-data"))
+    upstream = {
+        n: {i["id"] for inputs in t["task_inputs"].values() for i in inputs if "id" in i}
+        for n, t in by_name.items()
+    }
+    assert all(load_id in upstream[n] for n in fits)
+    serialize_name = next(n for n in by_name if n.startswith("serialize"))
+    assert {by_name[n]["id"] for n in fits} <= upstream[serialize_name]
+    publish_name = next(n for n in by_name if n.startswith("publish"))
+    assert by_name[serialize_name]["id"] in upstream[publish_name]
 
 
 def test_cli_prints_location_and_table_and_versions_do_not_collide(
@@ -245,3 +281,39 @@ def test_cli_error_line_is_never_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(build_app(["predict"]), ["predict"])
     assert result.exit_code == 1, result.output
     assert "error: StoreError" in result.output
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"folds": 1}, r"folds"),
+        ({"models": []}, r"models"),
+        ({"models": ["lda", "lda"]}, r"lda"),
+        ({"experiment": "../up"}, r"experiment"),
+        (
+            {"models": ["nn"], "model_params": {"nn": {"hidden_layer_sizes": [-5]}}},
+            r"model_params for 'nn': hidden_layer_sizes .*-5",
+        ),
+        (
+            {"models": ["rf"], "model_params": {"rf": {"bootstrap": False, "oob_score": True}}},
+            r"model_params for 'rf': oob_score",
+        ),
+    ],
+)
+def test_configuration_is_checked_before_the_data_or_the_destination_is_touched(
+    prefect_server, tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    from tests.train_helpers import LocalHttpServer
+
+    destination = tmp_path / "store"
+    body = _small_csv(tmp_path).read_bytes()
+    with LocalHttpServer({"/d.csv": body}) as server:
+        parameters: dict[str, Any] = {
+            "data": server.url("/d.csv"),
+            "models": ["lda"],
+            "destination": str(destination),
+        }
+        with pytest.raises(Exception, match=message):
+            train(**(parameters | overrides))
+    assert server.requests == []
+    assert not destination.exists()

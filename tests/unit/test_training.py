@@ -90,3 +90,30 @@ def test_accuracy_is_always_scored() -> None:
         "accuracy",
         "f1_macro",
     ]
+
+
+def test_out_of_fold_predictions_equal_cross_val_predict(data) -> None:
+    from sklearn.model_selection import cross_val_predict
+
+    X, y = data
+    config = TrainingConfig(models=["lda", "knn"], folds=4, shuffle=True, seed=2)
+    results = train_models(X, y, config, workers=2)
+    cv = StratifiedKFold(4, shuffle=True, random_state=2)
+    for name in config.models:
+        expected = cross_val_predict(build_estimator(name, 2), normalize(X), y, cv=cv)
+        np.testing.assert_array_equal(results[name].oof_predictions, expected)
+
+
+def test_one_fit_is_a_self_contained_unit(data) -> None:
+    """fit_one on raw data gives a fold's scores and the final model, as the whole run does."""
+    from kubetrain.training.engine import fit_one
+
+    X, y = data
+    config = TrainingConfig(models=["logreg"], folds=3, metrics=["f1_macro"])
+    fold = fit_one(X, y, config, "logreg", 2)
+    final = fit_one(X, y, config, "logreg", None)
+    assert (fold.model, fold.fold, final.fold) == ("logreg", 2, None)
+    assert fold.scores["accuracy"] == _reference("logreg", X, y, config)[2]
+    assert fold.scores["f1_macro"] == _reference("logreg", X, y, config, "f1_macro")[2]
+    whole = train_models(X, y, config, workers=1)["logreg"]
+    np.testing.assert_array_equal(final.estimator.coef_, whole.estimator.coef_)
