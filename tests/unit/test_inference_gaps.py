@@ -1,0 +1,88 @@
+"""Predict refuses NaN and infinite features instead of scoring them silently (issue #17).
+
+HistGradientBoosting accepts NaN at predict time (it routes missing values down a learned
+branch), so without kubetrain's own check a CSV with holes would be scored without a word.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from kubetrain.inference import InferenceError, LoadedVersion, feature_matrix, predict_csv
+
+
+def _hgb_version() -> LoadedVersion:
+    rng = np.random.default_rng(1)
+    X = rng.random((60, 2))
+    y = (X[:, 0] > X[:, 1]).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(X, y)
+    return LoadedVersion(
+        version="v",
+        manifest={},
+        models={"hgb": model},
+        features=["a", "b"],
+        target="y",
+        normalize="none",
+    )
+
+
+def test_hgb_itself_would_score_nan_silently() -> None:
+    # The premise of the tests below: the model does not protect us, kubetrain must.
+    model = _hgb_version().models["hgb"]
+    assert len(model.predict(np.array([[np.nan, 0.5]]))) == 1
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_feature_matrix_refuses_non_finite_values_naming_column_and_row(bad: float) -> None:
+    frame = pd.DataFrame({"a": [0.1, 0.2, 0.3], "b": [0.5, 0.6, 0.7], "extra": [1, 2, 3]})
+    frame.loc[2, "b"] = bad
+    with pytest.raises(InferenceError, match=r"data s\.csv: feature column 'b' .* data row 13;"):
+        feature_matrix(frame, ["a", "b"], "s.csv", first_row=10)
+
+
+def test_feature_matrix_keeps_training_order_and_ignores_other_columns() -> None:
+    frame = pd.DataFrame({"b": [2.0, 4.0], "y": ["x", "z"], "a": [1, 3]})
+    X = feature_matrix(frame, ["a", "b"], "s.csv")
+    assert X.dtype == np.float64
+    np.testing.assert_array_equal(X, [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_feature_matrix_names_missing_and_non_numeric_columns() -> None:
+    frame = pd.DataFrame({"a": ["x", "y"], "c": [1, 2]})
+    with pytest.raises(InferenceError, match=r"1 feature column\(s\) .* missing, e\.g\. \['b'\]"):
+        feature_matrix(frame, ["a", "b"], "s.csv")
+    with pytest.raises(InferenceError, match=r"feature column 'a' is not numeric"):
+        feature_matrix(frame, ["a", "c"], "s.csv")
+
+
+@pytest.mark.parametrize("bad", ["", "inf", "-inf", "nan"])
+def test_predict_csv_with_hgb_refuses_a_hole_and_writes_nothing(tmp_path: Path, bad: str) -> None:
+    rows = ["a,b,y", *(f"0.{i},0.5,1" for i in range(1, 9))]
+    rows[6] = f"{bad},0.5,1"  # data row 6
+    csv_path = tmp_path / "score.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out" / "p.csv"
+    with pytest.raises(InferenceError, match=r"'a' is NaN or infinite in data row 6;"):
+        predict_csv(_hgb_version(), csv_path, "score.csv", out, chunk_rows=4)
+    assert not out.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_csv_with_hgb_scores_a_clean_file(tmp_path: Path) -> None:
+    loaded = _hgb_version()
+    frame = pd.DataFrame({"a": [0.9, 0.1, 0.8], "b": [0.1, 0.9, 0.2], "y": [1, 0, 0]})
+    csv_path = tmp_path / "score.csv"
+    frame.to_csv(csv_path, index=False)
+    run = predict_csv(loaded, csv_path, "score.csv", tmp_path / "p.csv", chunk_rows=2)
+    expected = loaded.models["hgb"].predict(frame[["a", "b"]].to_numpy())
+    written = pd.read_csv(run.output)
+    assert written.columns.tolist() == ["row", "y", "pred_hgb"]
+    assert written["pred_hgb"].tolist() == expected.tolist()
+    assert written["y"].tolist() == [1, 0, 0]
+    assert run.rows == 3
+    assert run.accuracy == {"hgb": float(np.mean(expected == [1, 0, 0]))}
