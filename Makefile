@@ -22,7 +22,7 @@ lint: setup
 test: setup
 	KUBETRAIN_SETUP_CONTAINER=1 scripts/setup.sh
 	$(MAKE) --no-print-directory lint
-	.venv/bin/python -m pytest -m "not slow"
+	KUBETRAIN_REQUIRE_ALL=1 .venv/bin/python -m pytest -m "not slow"
 
 test-fast: setup
 	.venv/bin/python -m pytest -m "not slow and not container"
