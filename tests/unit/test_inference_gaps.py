@@ -86,3 +86,111 @@ def test_predict_csv_with_hgb_scores_a_clean_file(tmp_path: Path) -> None:
     assert written["y"].tolist() == [1, 0, 0]
     assert run.rows == 3
     assert run.accuracy == {"hgb": float(np.mean(expected == [1, 0, 0]))}
+
+
+# --- what mutation testing found untested in kubetrain/inference.py ---------------------------
+
+
+def _publish(root: Path, parameters: dict[str, object], marker: float) -> str:
+    """Publish an LDA version whose predictions reveal which version it is (marker shifts X)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from kubetrain.manifest import build_manifest, new_version, write_version_files
+    from kubetrain.store import open_store
+    from kubetrain.training.engine import ModelResult
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.1]]) + marker
+    y = np.array([0, 1, 0, 1])
+    result = ModelResult("lda", LinearDiscriminantAnalysis().fit(X, y), {}, {"accuracy": [1.0]})
+    version = new_version()
+    files = write_version_files({"lda": result}, root / f"build-{version}")
+    manifest = build_manifest(
+        version=version,
+        flow_run_id=None,
+        data={"source": "x.csv", "sha256": "0" * 64, "rows": 4, "columns": ["a", "b", "y"]}
+        | {"target": "y"},
+        parameters=parameters,
+        results={"lda": result},
+        files=files,
+    )
+    with open_store(str(root / "store")) as store:
+        store.publish("exp", version, files, manifest)
+    return version
+
+
+def test_load_version_loads_the_named_version_not_latest(tmp_path: Path) -> None:
+    from kubetrain.inference import load_version
+
+    old = _publish(tmp_path, {"normalize": "l2"}, marker=0.0)
+    new = _publish(tmp_path, {}, marker=100.0)
+    loaded = load_version(str(tmp_path / "store"), "exp", old, tmp_path / "fetch")
+    assert loaded.version == old
+    assert loaded.manifest["version"] == old
+    assert loaded.normalize == "l2"
+    assert loaded.features == ["a", "b"]
+    assert loaded.target == "y"
+    latest = load_version(str(tmp_path / "store"), "exp", None, tmp_path / "fetch2")
+    assert (latest.version, latest.normalize) == (new, "none")  # normalize absent: none
+    probe = np.array([[0.95, 0.05]])
+    assert loaded.models["lda"].predict(probe)[0] == 1  # the old model, not the new one
+    assert latest.models["lda"].predict(probe + 100.0)[0] == 1
+
+
+def test_load_version_verifies_checksums_before_loading(tmp_path: Path) -> None:
+    from kubetrain.inference import load_version
+    from kubetrain.store import StoreError
+
+    version = _publish(tmp_path, {}, marker=0.0)
+    model = tmp_path / "store" / "exp" / version / "clf_lda.joblib"
+    model.write_bytes(model.read_bytes() + b"tampered")
+    with pytest.raises(StoreError, match="sha256"):
+        load_version(str(tmp_path / "store"), "exp", version, tmp_path / "fetch")
+
+
+def test_features_are_the_columns_less_target_and_dropped_ones() -> None:
+    from kubetrain.inference import features_of
+
+    manifest = {
+        "data": {"columns": ["id", "a", "y", "b", "note"], "target": "y"},
+        "parameters": {"drop_columns": ["id", "note"]},
+    }
+    assert features_of(manifest) == ["a", "b"]
+    assert features_of(manifest | {"parameters": {}}) == ["id", "a", "b", "note"]
+
+
+def _folder_with(tmp_path: Path, name: str, listed: bool, exists: bool) -> dict[str, object]:
+    folder = tmp_path / "v"
+    folder.mkdir()
+    if exists:
+        (folder / name).write_bytes(b"model")
+    files = {name: {"sha256": "0" * 64, "bytes": 5}} if listed else {}
+    return {"models": {"lda": {"file": name}}, "files": files}
+
+
+@pytest.mark.parametrize(
+    ("name", "listed", "exists"),
+    [
+        ("clf_lda.joblib", False, True),  # present in the folder but not a verified file
+        ("clf_lda.joblib", True, False),  # verified name, but no such file
+        (".clf_lda.joblib", True, True),  # listed and present, but not a valid file name
+    ],
+)
+def test_verified_model_path_needs_a_valid_listed_existing_file(
+    tmp_path: Path, name: str, listed: bool, exists: bool
+) -> None:
+    from kubetrain.inference import verified_model_path
+
+    manifest = _folder_with(tmp_path, name, listed, exists)
+    with pytest.raises(InferenceError, match=rf"model 'lda' names file '{name}', which is not"):
+        verified_model_path(tmp_path / "v", manifest, "lda")
+
+
+def test_verified_model_path_refuses_a_model_entry_that_is_not_a_mapping(tmp_path: Path) -> None:
+    from kubetrain.inference import verified_model_path
+
+    manifest = _folder_with(tmp_path, "clf_lda.joblib", True, True)
+    manifest["models"] = {"lda": "clf_lda.joblib"}
+    with pytest.raises(InferenceError, match=r"model 'lda' names file None"):
+        verified_model_path(tmp_path / "v", manifest, "lda")
+    manifest["models"] = {"lda": {"file": "clf_lda.joblib"}}
+    assert verified_model_path(tmp_path / "v", manifest, "lda") == tmp_path / "v" / "clf_lda.joblib"
