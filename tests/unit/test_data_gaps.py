@@ -99,3 +99,74 @@ def test_other_4xx_are_user_errors_and_not_retried(tmp_path: Path, status: int) 
         fetch_http(server.url("/d.csv"), tmp_path / "d.csv", timeout=5)
     assert not (tmp_path / "d.csv").exists()
     assert retry_transient(load_data, None, Failed(data=caught.value)) is False
+
+
+# --- what mutation testing found untested in kubetrain/data.py and training/engine.py ---------
+
+
+def test_describe_is_the_manifest_data_section() -> None:
+    from kubetrain.data import describe
+
+    dataset = validate_frame(
+        _frame({"a": 2, "b": 3}), target="y", drop_columns=[], folds=2, source="s", sha256="ff"
+    )
+    assert describe(dataset) == {
+        "source": "s",
+        "sha256": "ff",
+        "rows": 5,
+        "columns": ["f", "g", "y"],
+        "target": "y",
+        "features": 2,
+        "classes": {"a": 2, "b": 3},
+    }
+
+
+def test_the_bundled_sample_resolves_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubetrain.data import SAMPLE_DATA, resolve_sample
+
+    monkeypatch.chdir(tmp_path)
+    resolved = Path(resolve_sample(SAMPLE_DATA))
+    assert resolved.is_absolute()
+    assert resolved.is_file()
+    assert resolved.parts[-2:] == ("data", "sample_letters.csv")
+    assert resolve_sample("other.csv") == "other.csv"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sample_letters.csv").write_text("a,b\n")
+    assert resolve_sample(SAMPLE_DATA) == SAMPLE_DATA  # a local file of that name wins
+
+
+def test_a_download_over_the_limit_names_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBETRAIN_MAX_DOWNLOAD_BYTES", "10")
+    with (
+        LocalHttpServer({"/d.csv": b"a,b\n" + b"1,2\n" * 10}) as server,
+        pytest.raises(
+            DataError,
+            match=r"larger than KUBETRAIN_MAX_DOWNLOAD_BYTES=10; raise that limit if the data",
+        ),
+    ):
+        fetch_http(server.url("/d.csv"), tmp_path / "d.csv", timeout=5)
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_an_unreadable_csv_quotes_the_parser_error(tmp_path: Path) -> None:
+    from kubetrain.data import read_csv
+
+    path = tmp_path / "bad.csv"
+    path.write_text('a,b\n1,2\n3,"4\n')  # unterminated quote
+    with pytest.raises(DataError, match=r"^data bad\.csv is not a readable CSV: Error tokenizing"):
+        read_csv(path, "bad.csv")
+
+
+def test_train_workers_setting_wins_over_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from joblib import cpu_count
+
+    from kubetrain.training.engine import default_workers
+
+    monkeypatch.setenv("KUBETRAIN_TRAIN_WORKERS", "7")
+    assert default_workers() == 7
+    monkeypatch.delenv("KUBETRAIN_TRAIN_WORKERS")
+    assert default_workers() == max(1, cpu_count())
