@@ -23,7 +23,7 @@ from kubetrain.training.catalog import CATALOG, build_estimator, estimator_param
 
 SEED = 11
 
-EXPECTED: dict[str, tuple[type, dict[str, Any]]] = {
+EXPECTED: dict[str, tuple[type[Any], dict[str, Any]]] = {
     "lda": (LinearDiscriminantAnalysis, {}),
     "nn": (
         MLPClassifier,
