@@ -6,6 +6,7 @@ branch), so without kubetrain's own check a CSV with holes would be scored witho
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_predict_csv_with_hgb_scores_a_clean_file(tmp_path: Path) -> None:
 # --- what mutation testing found untested in kubetrain/inference.py ---------------------------
 
 
-def _publish(root: Path, parameters: dict[str, object], marker: float) -> str:
+def _publish(root: Path, parameters: dict[str, object], marker: float, day: int = 1) -> str:
     """Publish an LDA version whose predictions reveal which version it is (marker shifts X)."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -102,7 +103,7 @@ def _publish(root: Path, parameters: dict[str, object], marker: float) -> str:
     X = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.1]]) + marker
     y = np.array([0, 1, 0, 1])
     result = ModelResult("lda", LinearDiscriminantAnalysis().fit(X, y), {}, {"accuracy": [1.0]})
-    version = new_version()
+    version = new_version(datetime(2026, 1, day, tzinfo=UTC))  # later day: sorts later
     files = write_version_files({"lda": result}, root / f"build-{version}")
     manifest = build_manifest(
         version=version,
@@ -122,7 +123,7 @@ def test_load_version_loads_the_named_version_not_latest(tmp_path: Path) -> None
     from kubetrain.inference import load_version
 
     old = _publish(tmp_path, {"normalize": "l2"}, marker=0.0)
-    new = _publish(tmp_path, {}, marker=100.0)
+    new = _publish(tmp_path, {}, marker=100.0, day=2)
     loaded = load_version(str(tmp_path / "store"), "exp", old, tmp_path / "fetch")
     assert loaded.version == old
     assert loaded.manifest["version"] == old
