@@ -32,7 +32,8 @@ NOT_COUNTED = {"skipped", "not checked", "check was interrupted by user"}
 
 # Module -> the mutants that count for it. k8s: the job-template derivation only (its other
 # functions are exercised by the Prefect-server tests); ssh: key, host-key and auth handling
-# (remote command execution is covered by the sshd integration tests, not run here).
+# (remote command execution and Prefect Secret blocks are covered by the sshd and Prefect-server
+# integration tests, not run here).
 SCOPE = {
     "store.protocol": ["kubetrain.store.protocol.*"],
     "store.local": ["kubetrain.store.local.*"],
@@ -42,7 +43,6 @@ SCOPE = {
         for name in (
             "xǁKeySourceǁ",
             "xǁ_RefuseUnknownHostǁ",
-            "x__read_secret_block__",
             "x__load_private_key__",
             "x__is_encrypted__",
             "x__parse_private_key__",

@@ -170,3 +170,13 @@ def test_train_workers_setting_wins_over_the_cpu_count(monkeypatch: pytest.Monke
     assert default_workers() == 7
     monkeypatch.delenv("KUBETRAIN_TRAIN_WORKERS")
     assert default_workers() == max(1, cpu_count())
+
+
+def test_one_cpu_means_one_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import joblib
+
+    from kubetrain.training.engine import default_workers
+
+    monkeypatch.delenv("KUBETRAIN_TRAIN_WORKERS", raising=False)
+    monkeypatch.setattr(joblib, "cpu_count", lambda: 1)
+    assert default_workers() == 1

@@ -67,3 +67,21 @@ def test_local_backend_basics(tmp_path: Path) -> None:
     backend.rmdir("a/b/c")  # gone already: fine
     backend.rmdir("a")  # not empty: left alone, not an error
     assert os.path.isdir(tmp_path / "a" / "b" / "d")
+
+
+def test_the_write_probe_goes_into_the_experiment_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubetrain.store.local import LocalBackend
+
+    written: list[tuple[str, bytes]] = []
+    original = LocalBackend.write_bytes
+
+    def spy(self: LocalBackend, path: str, data: bytes) -> None:
+        written.append((path, data))
+        original(self, path, data)
+
+    monkeypatch.setattr(LocalBackend, "write_bytes", spy)
+    with open_store(str(tmp_path)) as store:
+        store.check_writable("exp", "tok")
+    assert written == [("exp/.write-probe-tok.part", b"")]
