@@ -74,15 +74,18 @@ def in_scope(name: str, modules: list[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) for m in modules for p in SCOPE[m])
 
 
-def forget_survivors(modules: list[str]) -> None:
+def forget_survivors(modules: list[str]) -> list[str]:
     """Mark surviving mutants unchecked, so the next run tests them against the new tests."""
+    forgotten = []
     for meta in MUTANTS.glob("kubetrain/**/*.py.meta"):
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
         for name, code in codes.items():
             if status_by_exit_code[code] not in KILLED | NOT_COUNTED and in_scope(name, modules):
                 codes[name] = None
+                forgotten.append(name)
         meta.write_text(json.dumps(data))
+    return forgotten
 
 
 def refresh_copies() -> None:
@@ -99,10 +102,9 @@ def refresh_copies() -> None:
             shutil.copy2(source, target)
 
 
-def run_mutmut(modules: list[str], children: int) -> int:
+def run_mutmut(patterns: list[str], children: int) -> int:
     if MUTANTS.is_dir():
         refresh_copies()
-    patterns = [p for m in modules for p in SCOPE[m]]
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *patterns]
     return subprocess.run(command, cwd=REPO_ROOT).returncode
 
@@ -177,10 +179,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     modules = args.modules or list(SCOPE)
+    patterns = [p for m in modules for p in SCOPE[m]]
     if args.retest_survivors:
-        forget_survivors(modules)
-    if not args.report:
-        run_mutmut(modules, args.children)
+        patterns = forget_survivors(modules)  # only those: quicker than the whole scope
+    if not args.report and patterns:
+        run_mutmut(patterns, args.children)
     return report(modules, args.fail_under, not args.quiet)
 
 
