@@ -85,3 +85,29 @@ def test_the_check_catches_privileged_true() -> None:
     manifest["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
     with pytest.raises(AssertionError):
         _assert_hardened(manifest)
+
+
+def test_an_unknown_job_variable_is_refused_not_ignored() -> None:
+    # A typo ("cpu_limt") would otherwise leave the default in place without a word.
+    from kubetrain.k8s import WorkPoolError, check_job_variables
+
+    with pytest.raises(
+        WorkPoolError,
+        match=r"^job variables \['cpu_limt'\] are not defined by the base job template; "
+        r"defined: \[.*'cpu_limit'.*\]$",
+    ):
+        check_job_variables(load_base_job_template(), {"cpu_limt": "2", "cpu_request": "1"})
+
+
+def test_invalid_job_variables_are_all_listed_one_per_line() -> None:
+    from kubetrain.k8s import WorkPoolError, check_job_variables
+
+    with pytest.raises(WorkPoolError) as caught:
+        check_job_variables(
+            load_base_job_template(), {"cpu_limit": "2 cores", "env": {"A": 1}, "image": "x"}
+        )
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "invalid job variables:"
+    assert lines[1].startswith("  job variable cpu_limit: '2 cores' does not match")
+    assert lines[2].startswith("  job variable env.A: 1 is not valid")
+    assert len(lines) == 3
