@@ -31,7 +31,8 @@ def results() -> dict[str, ModelResult]:
             name="lda",
             estimator=lda,
             params={"solver": "svd"},
-            scores={"accuracy": [0.5, 1.0, 0.75], "f1_macro": [0.4, 1.0, 0.7]},
+            # Asymmetric folds: mean != median != any fold, so a wrong statistic cannot pass.
+            scores={"accuracy": [0.5, 1.0, 0.6], "f1_macro": [0.4, 1.0, 0.55]},
         )
     }
 
@@ -49,7 +50,7 @@ def test_serialize_writes_the_originals_files(tmp_path: Path, results) -> None:
     files = write_version_files(results, tmp_path)
     assert set(files) == {"clf_lda.joblib", "metadata.json", "cv_results.csv"}
     assert json.loads((tmp_path / "metadata.json").read_text()) == {
-        "train_accuracy_lda": pytest.approx(0.75, abs=0)
+        "train_accuracy_lda": pytest.approx(0.7, rel=1e-12)  # (0.5 + 1.0 + 0.6) / 3
     }
     loaded = joblib.load(files["clf_lda.joblib"])
     np.testing.assert_array_equal(loaded.coef_, results["lda"].estimator.coef_)
@@ -57,7 +58,7 @@ def test_serialize_writes_the_originals_files(tmp_path: Path, results) -> None:
         rows = list(csv.DictReader(stream))
     assert len(rows) == 1 * 3 * 2  # models, folds, metrics
     assert rows[0] == {"model": "lda", "fold": "0", "metric": "accuracy", "score": "0.5"}
-    assert [float(r["score"]) for r in rows if r["metric"] == "f1_macro"] == [0.4, 1.0, 0.7]
+    assert [float(r["score"]) for r in rows if r["metric"] == "f1_macro"] == [0.4, 1.0, 0.55]
 
 
 def test_manifest_has_every_contract_field(tmp_path: Path, results) -> None:
@@ -88,11 +89,13 @@ def test_manifest_has_every_contract_field(tmp_path: Path, results) -> None:
     digest = hashlib.sha256((tmp_path / "clf_lda.joblib").read_bytes()).hexdigest()
     assert model["sha256"] == digest
     assert model["bytes"] == (tmp_path / "clf_lda.joblib").stat().st_size
+    # Written out by hand: population std sqrt((0.04 + 0.09 + 0.01) / 3), not the sample std.
     assert model["cv"]["accuracy"] == {
-        "folds": [0.5, 1.0, 0.75],
-        "mean": 0.75,
-        "std": float(np.std([0.5, 1.0, 0.75])),
+        "folds": [0.5, 1.0, 0.6],
+        "mean": pytest.approx(0.7, rel=1e-12),
+        "std": pytest.approx(0.21602468994692867, rel=1e-12),
     }
+    assert model["cv"]["f1_macro"]["mean"] == pytest.approx(0.65, rel=1e-12)
     for name, path in files.items():
         assert manifest["files"][name] == {
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

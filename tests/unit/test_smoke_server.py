@@ -10,6 +10,12 @@ def smoke_flow(x: int) -> int:
 
 
 def test_flow_runs_against_real_server(prefect_server):
-    assert smoke_flow(1) == 2
-    runs = httpx.post(f"{prefect_server.api_url}/flow_runs/filter", json={}).json()
-    assert any(r["state_type"] == "COMPLETED" for r in runs)
+    state = smoke_flow(1, return_state=True)
+    assert state.result() == 2
+    # This run, not any completed run another test left on the shared server.
+    run_id = state.state_details.flow_run_id
+    run = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()
+    assert run["state_type"] == "COMPLETED"
+    assert run["parameters"] == {"x": 1}
+    flow = httpx.get(f"{prefect_server.api_url}/flows/{run['flow_id']}").json()
+    assert flow["name"] == "smoke"

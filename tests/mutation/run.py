@@ -1,0 +1,191 @@
+"""Mutation testing of the core modules: run mutmut, then print the score per module and the
+surviving mutants (`make mutation`; configuration in pyproject.toml [tool.mutmut]).
+
+    python -m tests.mutation.run                  # every configured module
+    python -m tests.mutation.run data inference   # only kubetrain.data and kubetrain.inference
+    python -m tests.mutation.run --report         # only print what the last runs found
+
+Score = killed / (killed + survived + no tests + suspicious); a timeout counts as killed (the
+mutant made the code hang). mutmut keeps results in mutants/ and re-runs only what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MUTANTS = REPO_ROOT / "mutants"
+KILLED = {"killed", "timeout", "caught by type check"}
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
+NOT_COUNTED = {"skipped", "not checked", "check was interrupted by user"}
+
+
+# Module -> the mutants that count for it. k8s: the job-template derivation only (its other
+# functions are exercised by the Prefect-server tests); ssh: key, host-key and auth handling
+# (remote command execution and Prefect Secret blocks are covered by the sshd and Prefect-server
+# integration tests, not run here).
+SCOPE = {
+    "store.protocol": ["kubetrain.store.protocol.*"],
+    "store.local": ["kubetrain.store.local.*"],
+    "inference": ["kubetrain.inference.*"],
+    "ssh": [
+        f"kubetrain.ssh.{name}*"
+        for name in (
+            "xǁKeySourceǁ",
+            "xǁ_RefuseUnknownHostǁ",
+            "x__load_private_key__",
+            "x__is_encrypted__",
+            "x__parse_private_key__",
+            "x_known_hosts_from_env__",
+            "x__keyscan_hint__",
+            "x_backoff_delay__",
+            "x__is_transient__",
+            "x__connect_once__",
+            "x_connect__",
+        )
+    ],
+    "data": ["kubetrain.data.*"],
+    "training.engine": ["kubetrain.training.engine.*"],
+    "k8s": [
+        f"kubetrain.k8s.*{name}__mutmut_*"
+        for name in (
+            "x__string_var",
+            "x_derive_base_job_template",
+            "x_load_base_job_template",
+            "x_load_environment",
+            "x_template_for_environment",
+            "x_check_job_variables",
+        )
+    ],
+}
+
+
+def in_scope(name: str, modules: list[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for m in modules for p in SCOPE[m])
+
+
+def forget_survivors(modules: list[str]) -> list[str]:
+    """Mark surviving mutants unchecked, so the next run tests them against the new tests."""
+    forgotten = []
+    for meta in MUTANTS.glob("kubetrain/**/*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if status_by_exit_code[code] not in KILLED | NOT_COUNTED and in_scope(name, modules):
+                codes[name] = None
+                forgotten.append(name)
+        meta.write_text(json.dumps(data))
+    return forgotten
+
+
+def refresh_copies() -> None:
+    """mutmut copies tests/ and also_copy into mutants/ once; refresh them for new tests."""
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    for name in ["tests", "pyproject.toml", *config.get("also_copy", [])]:
+        source, target = REPO_ROOT / name, MUTANTS / name
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True, ignore=IGNORED)
+        elif source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def run_mutmut(patterns: list[str], children: int) -> int:
+    if MUTANTS.is_dir():
+        refresh_copies()
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *patterns]
+    return subprocess.run(command, cwd=REPO_ROOT).returncode
+
+
+def results() -> dict[str, dict[str, str]]:
+    """mutant name -> status, per module, from mutmut's meta files."""
+    by_module: dict[str, dict[str, str]] = {}
+    for meta in sorted(MUTANTS.glob("kubetrain/**/*.py.meta")):
+        module = ".".join(meta.relative_to(MUTANTS).with_suffix("").with_suffix("").parts)
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        by_module[module.removesuffix(".__init__")] = {
+            name: status_by_exit_code[code]
+            for name, code in codes.items()
+            if in_scope(name, list(SCOPE))
+        }
+    return by_module
+
+
+def report(modules: list[str], fail_under: float, show_survivors: bool) -> int:
+    by_module = results()
+    if modules:
+        wanted = tuple(f"kubetrain.{m}" for m in modules)
+        by_module = {
+            m: r
+            for m, r in by_module.items()
+            if m in wanted or m.startswith(tuple(f"{w}." for w in wanted))
+        }
+    if not by_module:
+        print("no mutmut results in mutants/: run without --report first")
+        return 2
+    width = max(len(m) for m in by_module)
+    print(f"{'module':{width}}  mutants  killed  survived  no-tests  other  unchecked  score")
+    below = []
+    all_survivors = []
+    for module, statuses in by_module.items():
+        counts = Counter(statuses.values())
+        killed = sum(counts[s] for s in KILLED)
+        counted = sum(n for s, n in counts.items() if s not in NOT_COUNTED)
+        unchecked = sum(counts[s] for s in NOT_COUNTED)
+        score = 100.0 * killed / counted if counted else float("nan")
+        other = counted - killed - counts["survived"] - counts["no tests"]  # suspicious, killed -9
+        print(
+            f"{module:{width}}  {len(statuses):7}  {killed:6}  {counts['survived']:8}  "
+            f"{counts['no tests']:8}  {other:5}  {unchecked:9}  {score:5.1f}%"
+        )
+        if counted and score < fail_under:
+            below.append(module)
+        all_survivors += [
+            (name, status)
+            for name, status in statuses.items()
+            if status not in KILLED and status not in NOT_COUNTED
+        ]
+    if show_survivors and all_survivors:
+        print(f"\n{len(all_survivors)} surviving mutants (see one: mutmut show <name>):")
+        for name, status in all_survivors:
+            print(f"  {name}  [{status}]")
+    if below:
+        print(f"\nbelow {fail_under:g}%: {', '.join(below)}")
+        return 1
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="e.g. data, inference, store.protocol, k8s")
+    parser.add_argument("--report", action="store_true", help="print results, do not run")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--fail-under", type=float, default=0.0, help="minimum score, percent")
+    parser.add_argument("--quiet", action="store_true", help="scores only, no survivor list")
+    parser.add_argument(
+        "--retest-survivors", action="store_true", help="re-run survivors (after adding tests)"
+    )
+    args = parser.parse_args()
+    modules = args.modules or list(SCOPE)
+    patterns = [p for m in modules for p in SCOPE[m]]
+    if args.retest_survivors:
+        patterns = forget_survivors(modules)  # only those: quicker than the whole scope
+    if not args.report and patterns:
+        run_mutmut(patterns, args.children)
+    return report(modules, args.fail_under, not args.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

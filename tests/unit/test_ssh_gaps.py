@@ -1,0 +1,69 @@
+"""kubetrain/ssh.py: what is retried and how long it waits (found untested by mutation testing)."""
+
+from __future__ import annotations
+
+import socket
+
+import paramiko
+import pytest
+
+from kubetrain.ssh import _is_transient, backoff_delay
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionRefusedError(), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (EOFError(), True),
+        (paramiko.SSHException("Error reading SSH protocol banner"), True),
+        (socket.gaierror(-2, "Name or service not known"), False),  # retrying will not help
+        (paramiko.ssh_exception.IncompatiblePeer("no matching cipher"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_which_connect_failures_are_retried(error: BaseException, transient: bool) -> None:
+    assert _is_transient(error) is transient
+
+
+def test_default_backoff_starts_at_half_a_second_and_caps_at_ten() -> None:
+    for _ in range(20):
+        assert 0.25 <= backoff_delay(0) <= 0.5
+        assert 0.5 <= backoff_delay(1) <= 1.0
+        assert 5.0 <= backoff_delay(10) <= 10.0
+
+
+SSH_VARIABLES = (
+    "KUBETRAIN_SSH_KEY",
+    "KUBETRAIN_SSH_KEY_DATA",
+    "KUBETRAIN_SSH_KEY_SECRET_BLOCK",
+    "KUBETRAIN_SSH_KEY_PASSPHRASE",
+    "KUBETRAIN_SSH_KEY_PASSPHRASE_FILE",
+    "KUBETRAIN_SSH_KEY_PASSPHRASE_SECRET_BLOCK",
+)
+
+
+def test_key_source_from_env_takes_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from kubetrain.ssh import KeySource
+
+    for name in SSH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert KeySource.from_env() == KeySource()
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY", "~/.ssh/id")
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_DATA", "key text")
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_SECRET_BLOCK", "key-block")
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_PASSPHRASE", "pw")
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_PASSPHRASE_FILE", "~/pw.txt")
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_PASSPHRASE_SECRET_BLOCK", "pw-block")
+    assert KeySource.from_env() == KeySource(
+        path=Path("/home/someone/.ssh/id"),
+        env_var="KUBETRAIN_SSH_KEY_DATA",
+        secret_block="key-block",
+        passphrase_env="KUBETRAIN_SSH_KEY_PASSPHRASE",
+        passphrase_file=Path("/home/someone/pw.txt"),
+        passphrase_secret_block="pw-block",
+    )
