@@ -143,6 +143,14 @@ def test_custom_run_form_refuses_bad_input_and_a_run_shows_fits_artifacts_and_pl
             page.goto(f"{ui}/deployments/deployment/{deployment['id']}/run")
             expect(page.get_by_text("Parameters").first).to_be_visible()
             schema = deployment["parameter_openapi_schema"]["properties"]
+            # The form renders its fields as it goes: wait for the last field's description
+            # (scrolled into view) before reading the page.
+            last = list(schema.values())[-1]
+            expect(page.get_by_text(last["title"], exact=False).first).to_be_attached()
+            page.get_by_text(last["title"], exact=False).first.scroll_into_view_if_needed()
+            for name, prop in schema.items():
+                snippet = _text(prop["description"]).split(". ")[0][:40]
+                expect(page.get_by_text(snippet, exact=False).first).to_be_attached()
             body = " ".join(page.inner_text("body").split())
             shot(page, "form")
             for name, prop in schema.items():
