@@ -148,7 +148,7 @@ def test_custom_run_form_refuses_bad_input_and_a_run_shows_fits_artifacts_and_pl
             last = list(schema.values())[-1]
             expect(page.get_by_text(last["title"], exact=False).first).to_be_attached()
             page.get_by_text(last["title"], exact=False).first.scroll_into_view_if_needed()
-            for name, prop in schema.items():
+            for prop in schema.values():
                 snippet = _text(prop["description"]).split(". ")[0][:40]
                 expect(page.get_by_text(snippet, exact=False).first).to_be_attached()
             body = " ".join(page.inner_text("body").split())
