@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import tempfile
 from pathlib import Path
 
-from kubetrain.store.protocol import EntryKind, ProgressCallback, StoreError, sha256_file
+from kubetrain.store.protocol import (
+    EntryKind,
+    ProgressCallback,
+    StoreError,
+    entry_kind,
+    sha256_file,
+)
 
 
 class LocalBackend:
@@ -48,11 +53,7 @@ class LocalBackend:
             mode = self._path(path).lstat().st_mode
         except FileNotFoundError:
             return None
-        if stat.S_ISLNK(mode):
-            return "symlink"
-        if stat.S_ISDIR(mode):
-            return "dir"
-        return "file" if stat.S_ISREG(mode) else "other"
+        return entry_kind(mode)
 
     def upload(self, source: Path, path: str, progress: ProgressCallback | None) -> None:
         total = source.stat().st_size

@@ -33,6 +33,7 @@ import json
 import logging
 import posixpath
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,6 +73,15 @@ class VersionNotFoundError(StoreError):
 
 def _is_name(name: object) -> bool:
     return isinstance(name, str) and bool(_NAME_PATTERN.fullmatch(name)) and ".." not in name
+
+
+def entry_kind(mode: int) -> EntryKind:
+    """The kind of a directory entry from its lstat mode (a symlink is never followed)."""
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
 
 
 def validate_name(kind: str, name: str) -> str:

@@ -56,7 +56,7 @@ from kubetrain.ssh import (
     connect,
     known_hosts_from_env,
 )
-from kubetrain.store.protocol import EntryKind, ProgressCallback, StoreError
+from kubetrain.store.protocol import EntryKind, ProgressCallback, StoreError, entry_kind
 
 logger = logging.getLogger(__name__)
 
@@ -440,11 +440,7 @@ class SftpBackend:
                 mode = sftp.lstat(self._full(path)).st_mode or 0
             except FileNotFoundError:
                 return None
-            if stat.S_ISLNK(mode):
-                return "symlink"
-            if stat.S_ISDIR(mode):
-                return "dir"
-            return "file" if stat.S_ISREG(mode) else "other"
+            return entry_kind(mode)
 
         return self._run("stat", path, look)
 
