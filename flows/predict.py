@@ -80,12 +80,11 @@ def predict(
     data = resolve_sample(data)
     with tempfile.TemporaryDirectory(prefix="kubetrain-predict-") as tmp:
         loaded = fetch_version(source, experiment, version or None, Path(tmp))
-        fetched = fetch_data(data, Path(tmp))
-        scores = score_data(
-            loaded, str(fetched.path), Path(tmp), Path(output) / f"{loaded.version}-predictions.csv"
-        )
+        local = fetch_data(data, Path(tmp))
+        scores = score_data(loaded, local, data, Path(output) / f"{loaded.version}-predictions.csv")
     written = scores.output.resolve()
-    training_data = fetched.sha256 == loaded.manifest.get("data", {}).get("sha256")
+    # The scan before predicting fingerprints the file: no second read to compare it.
+    training_data = scores.data_sha256 == loaded.manifest.get("data", {}).get("sha256")
     shown = redact_url(data)
     create_table_artifact(
         key=artifact_key(experiment, "predictions-preview"),
@@ -98,7 +97,7 @@ def predict(
             experiment=experiment,
             version=loaded.version,
             data=shown,
-            data_sha256=fetched.sha256,
+            data_sha256=scores.data_sha256,
             manifest=loaded.manifest,
             written=str(written),
             rows=scores.rows,

@@ -167,8 +167,9 @@ def predict_csv(
     created = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=output.parent, prefix=".probe-", delete=True)  # noqa: SIM115
-        probe.close()
+        tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below on every path)
+            "w", dir=output.parent, prefix=f".{output.name}.", suffix=".part", delete=False
+        )
     except OSError as error:
         raise InferenceError(
             f"cannot write predictions to {quote_value(str(output.parent))}: {error.strerror}; "
@@ -178,10 +179,8 @@ def predict_csv(
     has_target: bool | None = None
     rows = 0
     preview: pd.DataFrame | None = None
-    with tempfile.NamedTemporaryFile(
-        "w", dir=output.parent, prefix=f".{output.name}.", suffix=".part", delete=False
-    ) as tmp:
-        try:
+    try:
+        with tmp:
             for chunk in read_csv_chunks(path, source, chunk_rows):
                 X = preprocess(
                     feature_matrix(chunk, loaded.features, source, rows), loaded.normalize
@@ -201,16 +200,14 @@ def predict_csv(
                     parts = [predictions] if preview is None else [preview, predictions]
                     preview = pd.concat(parts).head(PREVIEW_ROWS)
                 rows += len(chunk)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            for folder in created:  # nothing half-written: not even an empty output folder
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-            raise
-    if rows == 0 or preview is None:
+        if rows == 0 or preview is None:
+            raise InferenceError(f"data {source} has a header but no rows; nothing to predict")
+    except BaseException:
         os.unlink(tmp.name)
-        raise InferenceError(f"data {source} has a header but no rows; nothing to predict")
+        for folder in created:  # nothing half-written: not even an empty output folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     os.replace(tmp.name, output)
     accuracy = {name: correct[name] / rows for name in loaded.models} if has_target else None
     return PredictionRun(output, rows, accuracy, preview, digest)
