@@ -284,7 +284,7 @@ def validate_frame(
 def _label(value: Any) -> str:
     """A class label as the user wrote it (numpy scalars shown as plain Python values)."""
     plain = value.item() if hasattr(value, "item") else value
-    return quote_value(plain) if isinstance(plain, str) else quote_value(plain)[:60]
+    return quote_value(plain, limit=60)
 
 
 def _raw_header(path: Path) -> list[str] | None:
