@@ -16,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
-from flows._failures import fail_on_user_error
+from flows._flow import kubetrain_flow
 from kubetrain.cluster import (
     AnyStep,
     ClusterReport,
@@ -120,8 +120,7 @@ def _finish(report: ClusterReport) -> dict[str, Any]:
     return report.as_dict()
 
 
-@flow(name="bootstrap-cluster", log_prints=False)
-@fail_on_user_error
+@kubetrain_flow(name="bootstrap-cluster", log_prints=False)
 def bootstrap_cluster(
     inventory: str, dry_run: bool = True, work_pool: bool = False
 ) -> dict[str, Any]:
@@ -166,8 +165,7 @@ def bootstrap_cluster(
     return result
 
 
-@flow(name="join-workers", log_prints=False)
-@fail_on_user_error
+@kubetrain_flow(name="join-workers", log_prints=False)
 def join_workers(inventory: str, dry_run: bool = True) -> dict[str, Any]:
     """Prepare and join every worker that is not joined yet, then wait until all are Ready.
 
@@ -198,8 +196,7 @@ def join_workers(inventory: str, dry_run: bool = True) -> dict[str, Any]:
     return _finish(report)
 
 
-@flow(name="teardown-cluster", log_prints=False)
-@fail_on_user_error
+@kubetrain_flow(name="teardown-cluster", log_prints=False)
 def teardown_cluster(
     inventory: str, dry_run: bool = True, purge_packages: bool | None = None
 ) -> dict[str, Any]:
@@ -225,8 +222,7 @@ def teardown_cluster(
     return _finish(report)
 
 
-@flow(name="plan-cluster", log_prints=False)
-@fail_on_user_error
+@kubetrain_flow(name="plan-cluster", log_prints=False)
 def plan_cluster(
     inventory: str, flow_name: Literal["bootstrap", "join", "teardown"] = "bootstrap"
 ) -> str:

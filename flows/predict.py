@@ -14,9 +14,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from flows._failures import fail_on_user_error
+from flows._flow import kubetrain_flow
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
-from kubetrain.k8s.limits import kubernetes_flow
 
 # The store's rule for experiment and version names (kubetrain.store.validate_name).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -43,8 +42,7 @@ class PredictOutcome:
     training_data: bool = False
 
 
-@kubernetes_flow(name="predict", flow_run_name=run_name)  # timeout before the Job deadline
-@fail_on_user_error
+@kubetrain_flow(name="predict", flow_run_name=run_name)
 def predict(
     source: str = "./artifacts",
     experiment: Experiment = "default",

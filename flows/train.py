@@ -12,10 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from flows._failures import fail_on_user_error
+from flows._flow import kubetrain_flow
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 from kubetrain.data import resolve_sample
-from kubetrain.k8s.limits import kubernetes_flow
 
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
@@ -70,8 +69,7 @@ class TrainOutcome:
     table: str
 
 
-@kubernetes_flow(name="train", flow_run_name=run_name)  # timeout before the Job deadline
-@fail_on_user_error
+@kubetrain_flow(name="train", flow_run_name=run_name)
 def train(
     data: str = DEFAULT_DATA,
     target: str = "# Letter",

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flows._failures import fail_on_user_error
-from kubetrain.k8s.limits import kubernetes_flow
+from flows._flow import kubetrain_flow
 
 
 @dataclass(frozen=True)
@@ -25,8 +24,7 @@ def _markdown_block(text: str) -> str:
     return f"```\n{text}\n```"
 
 
-@kubernetes_flow(name="versions-list")
-@fail_on_user_error
+@kubetrain_flow(name="versions-list")
 def versions_list(
     source: str = "./artifacts", experiment: str = "default", limit: int = 50
 ) -> RegistryOutcome:
@@ -53,8 +51,7 @@ def versions_list(
     return RegistryOutcome(text=text, data=listing)
 
 
-@kubernetes_flow(name="versions-show")
-@fail_on_user_error
+@kubetrain_flow(name="versions-show")
 def versions_show(
     source: str = "./artifacts", experiment: str = "default", version: str = "LATEST"
 ) -> RegistryOutcome:
@@ -78,8 +75,7 @@ def versions_show(
     return RegistryOutcome(text=shown.text, data=shown.manifest)
 
 
-@kubernetes_flow(name="versions-diff")
-@fail_on_user_error
+@kubetrain_flow(name="versions-diff")
 def versions_diff(
     old: str,
     new: str = "LATEST",
@@ -113,8 +109,7 @@ def versions_diff(
     return RegistryOutcome(text=diff.text, data=diff)
 
 
-@kubernetes_flow(name="versions-promote")
-@fail_on_user_error
+@kubetrain_flow(name="versions-promote")
 def versions_promote(
     alias: str,
     version: str,
@@ -141,8 +136,7 @@ def versions_promote(
     return RegistryOutcome(text=text, data=event)
 
 
-@kubernetes_flow(name="versions-history")
-@fail_on_user_error
+@kubetrain_flow(name="versions-history")
 def versions_history(
     alias: str | None = None, source: str = "./artifacts", experiment: str = "default"
 ) -> RegistryOutcome:
@@ -174,8 +168,7 @@ def versions_history(
     return RegistryOutcome(text=format_table(rows, empty="(no alias moves)"), data=events)
 
 
-@kubernetes_flow(name="versions-prune")
-@fail_on_user_error
+@kubetrain_flow(name="versions-prune")
 def versions_prune(
     source: str = "./artifacts",
     experiment: str = "default",

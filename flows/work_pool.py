@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
-from flows._failures import fail_on_user_error
+from flows._flow import kubetrain_flow
 from kubetrain.k8s import (
     POOL_NAME,
     WorkPoolError,
@@ -24,8 +24,7 @@ from tasks.work_pool import (
 )
 
 
-@flow(name="ensure-work-pool")
-@fail_on_user_error
+@kubetrain_flow(name="ensure-work-pool")
 def ensure_work_pool(
     pool: str = POOL_NAME,
     environment: Literal["prod", "dev"] = "prod",

@@ -6,22 +6,15 @@ prefect-kubernetes runs a Job with backoffLimit 0 with PREFECT_FLOW_RUN_EXECUTE_
 the worker starts a new Job. A run that needs longer than the deadline would so be rescheduled
 forever. So the time limit lives in Prefect: the flow times out (TimedOut, Failed, once) a
 little before the deadline, which the job template passes as KUBETRAIN_JOB_DEADLINE; and a run
-rescheduled more than KUBETRAIN_MAX_RESCHEDULES times fails, saying so.
+rescheduled more than KUBETRAIN_MAX_RESCHEDULES times fails, saying so. The flows apply both
+through their one decorator, `flows/_flow.py`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import typing
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
 
 from kubetrain.errors import UserError
-from kubetrain.settings import get_settings
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 # Time left between the flow's timeout and the Job's deadline: the engine reports TimedOut and
 # the process exits before Kubernetes sends SIGTERM.
@@ -53,30 +46,3 @@ def check_reschedule_limit(run_count: int, limit: int) -> None:
             "-n kubetrain get events` (memory limit, node pressure, preemption), fix it, then "
             "start a new run; or raise the limit"
         )
-
-
-def kubernetes_flow(**flow_options: Any) -> Callable[[F], Any]:
-    """`prefect.flow` with the Kubernetes run limits: a timeout before the Job's deadline and
-    the reschedule cap checked when the run starts.
-
-    The timeout is read when the module is imported: in a flow-run pod the environment is fixed
-    before `prefect flow-run execute` loads the flow (locally, with no deadline, no timeout).
-    """
-    from prefect import flow
-
-    def decorate(fn: F) -> Any:
-        @functools.wraps(fn)
-        def limited(*args: Any, **kwargs: Any) -> Any:
-            from prefect.runtime import flow_run
-
-            check_reschedule_limit(int(flow_run.run_count or 1), get_settings().max_reschedules)
-            return fn(*args, **kwargs)
-
-        # The wrapper lives in this module: give Prefect the flow's own resolved signature and
-        # annotations (the flow modules use postponed annotations, resolved in their globals).
-        limited.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
-        limited.__annotations__ = typing.get_type_hints(fn, include_extras=True)
-        timeout = flow_timeout_seconds(get_settings().job_deadline)
-        return flow(timeout_seconds=timeout, **flow_options)(limited)
-
-    return decorate
