@@ -1,14 +1,16 @@
 """SFTP backend of the artifact store, and single-file downloads for data="sftp://…".
 
 Connections come from kubetrain/ssh.py (known_hosts verified, key from file/env/Secret block).
-Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages) and an
-AES-GCM cipher preference, which is what gets paramiko close to OpenSSH's own `sftp` speed.
+Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages), a 16 MiB
+channel window accepting packets up to 1 MiB, and an AES-GCM cipher preference, which is what
+gets paramiko to OpenSSH's own `sftp` speed (`python -m benchmarks.sftp_throughput`).
 
 paramiko internals: everything here uses paramiko's public API, except three things that only
 run when the installed paramiko is in PARAMIKO_INTERNALS_TESTED (`USE_PARAMIKO_INTERNALS`):
-copy-free SFTP packet reads/writes and a bytearray channel buffer (`_avoid_quadratic_copies`),
-the free-space figure in disk-full errors (`_free_bytes`), and telling a server's status reply
-from a lost connection by paramiko's raising function (`_raised_by_server_status`). Outside the
+copy-free SFTP packet reads/writes and a bytearray channel buffer (`_avoid_quadratic_copies`;
+the wide channel window is only asked for with that buffer), the free-space figure in
+disk-full errors (`_free_bytes`), and telling a server's status reply from a lost connection
+by paramiko's raising function (`_raised_by_server_status`). Outside the
 range each falls back to the public API: the same bytes move (tests/integration/
 test_sftp_paramiko_paths.py checks both paths), just with more CPU per byte. To widen the
 range, run that test and `python -m benchmarks.sftp_throughput` on the new paramiko.
@@ -69,6 +71,8 @@ PREFETCH_REQUESTS = 64  # 64 x 255 KiB in flight: enough to fill the pipe, bound
 # it keeps reading ahead while the client is busy and sends what piled up as one larger packet,
 # so paramiko's per-packet cost (Python, not the cipher, on this path) shrinks exactly when
 # the client falls behind, e.g. on a loaded machine. Memory stays bounded by the window.
+# Only with the bytearray channel buffer (_avoid_quadratic_copies): paramiko's own buffer
+# memmoves everything buffered on each read, which a 16 MiB window turns into ~3x the CPU.
 CHANNEL_WINDOW_BYTES = 16 * 1024 * 1024
 CHANNEL_MAX_PACKET_BYTES = 1024 * 1024
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024  # files this large get progress logs and an artifact
@@ -299,10 +303,11 @@ class SftpBackend:
             return self._sftp
         client = connect(self.endpoint, base_delay=self.base_delay)
         try:
+            wide = USE_PARAMIKO_INTERNALS
             opened = paramiko.SFTPClient.from_transport(
                 client.get_transport(),  # type: ignore[arg-type]  # set by connect()
-                window_size=CHANNEL_WINDOW_BYTES,
-                max_packet_size=CHANNEL_MAX_PACKET_BYTES,
+                window_size=CHANNEL_WINDOW_BYTES if wide else None,
+                max_packet_size=CHANNEL_MAX_PACKET_BYTES if wide else None,
             )
             if opened is None:
                 raise EOFError("the server closed the connection")

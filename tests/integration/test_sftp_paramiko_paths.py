@@ -68,9 +68,9 @@ def test_upload_and_download_move_the_same_bytes(
 def test_session_asks_for_the_transfer_settings(
     sshd: Sshd, remote_dir: Path, internals: bool
 ) -> None:
-    # A wide window and large packets let the server coalesce downloads when the client lags;
-    # TCP_NODELAY keeps paramiko's one-send-per-message from waiting on delayed ACKs. Both are
-    # public API, so both paths use them.
+    # A wide window and large packets let the server coalesce downloads when the client lags,
+    # but only pay with the bytearray channel buffer, so only the internals path asks for
+    # them; TCP_NODELAY keeps paramiko's one-send-per-message from waiting on delayed ACKs.
     remote_dir.mkdir()
     shutil.chown(remote_dir, sshd.user, sshd.user)
     with open_store(sshd.url(remote_dir)) as store:
@@ -78,9 +78,15 @@ def test_session_asks_for_the_transfer_settings(
         assert isinstance(backend, SftpBackend)
         channel = backend._session().get_channel()
         assert channel is not None
-        assert channel.in_window_size == sftp_module.CHANNEL_WINDOW_BYTES
-        assert channel.in_max_packet_size == sftp_module.CHANNEL_MAX_PACKET_BYTES
-        sock = channel.get_transport().sock
+        transport = channel.get_transport()
+        assert transport is not None
+        window = sftp_module.CHANNEL_WINDOW_BYTES if internals else transport.default_window_size
+        packet = (
+            sftp_module.CHANNEL_MAX_PACKET_BYTES if internals else transport.default_max_packet_size
+        )
+        assert channel.in_window_size == window
+        assert channel.in_max_packet_size == packet
+        sock = transport.sock
         assert isinstance(sock, socket.socket)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
