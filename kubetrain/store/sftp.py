@@ -5,12 +5,13 @@ Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages)
 channel window accepting packets up to 1 MiB, and an AES-GCM cipher preference, which is what
 gets paramiko to OpenSSH's own `sftp` speed (`python -m benchmarks.sftp_throughput`).
 
-paramiko internals: everything here uses paramiko's public API, except three things that only
+paramiko internals: everything here uses paramiko's public API, except four things that only
 run when the installed paramiko is in PARAMIKO_INTERNALS_TESTED (`USE_PARAMIKO_INTERNALS`):
 copy-free SFTP packet reads/writes and a bytearray channel buffer (`_avoid_quadratic_copies`;
-the wide channel window is only asked for with that buffer), the free-space figure in
-disk-full errors (`_free_bytes`), and telling a server's status reply from a lost connection
-by paramiko's raising function (`_raised_by_server_status`). Outside the
+the wide channel window is only asked for with that buffer), reading write replies as they
+arrive (`_collect_write_replies`), the free-space figure in disk-full errors (`_free_bytes`),
+and telling a server's status reply from a lost connection by paramiko's raising function
+(`_raised_by_server_status`). Outside the
 range each falls back to the public API: the same bytes move (tests/integration/
 test_sftp_paramiko_paths.py checks both paths), just with more CPU per byte. To widen the
 range, run that test and `python -m benchmarks.sftp_throughput` on the new paramiko.
@@ -264,6 +265,23 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
             pipe._buffer_tobytes = lambda limit=None: bytes(memoryview(buffer)[:limit])
 
 
+def _collect_write_replies(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
+    """Read the status replies of pipelined writes that have already arrived, without waiting.
+
+    paramiko leaves them queued until over 100 writes are outstanding and then reads them all,
+    waiting for the server to finish every write in flight: the pipe runs dry once per ~25 MB.
+    Reading what is there after each write keeps the queue short, so that never happens; a
+    failed write raises here, as it would in paramiko's own read. Internals only (the reply
+    queue is private); the public-API path keeps paramiko's behaviour.
+    """
+    requests = handle._reqs  # type: ignore[attr-defined]
+    channel = sftp.get_channel()
+    while requests and channel is not None and channel.recv_ready():
+        kind, _ = sftp._read_response(requests.popleft())  # type: ignore[attr-defined]
+        if kind != paramiko.sftp.CMD_STATUS:
+            raise paramiko.SFTPError("Expected status")
+
+
 class SftpBackend:
     """kubetrain.store.Backend over SFTP, rooted at a directory on the server."""
 
@@ -512,6 +530,8 @@ class SftpBackend:
                     # failed one, so a full disk surfaces as an error, not as a short file.
                     handle.set_pipelined(False)
                 handle.write(views[current][:count])
+                if USE_PARAMIKO_INTERNALS:
+                    _collect_write_replies(sftp, handle)
                 done += count
                 if tracker is not None:
                     tracker.update(done)
