@@ -230,10 +230,11 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
     def write_all(out: bytes) -> None:
         # Slices of one SSH packet each: Channel.send copies what it sends anyway, and a bytes
         # slice of exactly that size passes through it uncopied, where a memoryview would cost
-        # paramiko two caught exceptions per packet in util.asbytes.
+        # paramiko two caught exceptions per packet in util.asbytes. Channel.send puts at most
+        # out_max_packet_size - 64 bytes of data in one packet.
         total, done = len(out), 0
         while done < total:
-            step = max(channel.out_max_packet_size, 1)
+            step = max(channel.out_max_packet_size - 64, 1)
             piece = out if done == 0 and total <= step else out[done : done + step]
             sent = channel.send(piece)
             if sent <= 0:
