@@ -11,10 +11,10 @@ copy-free SFTP packet reads/writes and a bytearray channel buffer (`_avoid_quadr
 the wide channel window is only asked for with that buffer), reading write replies as they
 arrive (`_collect_write_replies`), the free-space figure in disk-full errors (`_free_bytes`),
 and telling a server's status reply from a lost connection by paramiko's raising function
-(`_raised_by_server_status`). Outside the
-range each falls back to the public API: the same bytes move (tests/integration/
-test_sftp_paramiko_paths.py checks both paths), just with more CPU per byte. To widen the
-range, run that test and `python -m benchmarks.sftp_throughput` on the new paramiko.
+(`_raised_by_server_status`). Outside the range each falls back to the public API: the same
+bytes move (tests/integration/test_sftp_paramiko_paths.py checks both paths), just with more
+CPU per byte. To widen the range, run that test and `python -m benchmarks.sftp_throughput` on
+the new paramiko.
 
 Every primitive is retried on a transient failure (connection reset, channel closed, timeout)
 by reconnecting with backoff and jitter and redoing that primitive; the store's publish then
