@@ -5,12 +5,16 @@ makes a random file (200 MB by default) and times, for each of 5 runs, the two c
 back in alternating order:
   upload:   SftpBackend.upload (255 KiB pipelined writes)   vs  `sftp -b` `put`
   download: SftpBackend.download (prefetch, 255 KiB reads)  vs  `sftp -b` `get`
-A direction's ratio is the median over runs of (OpenSSH seconds / store seconds) of one run's
-pair, so load that changes between runs cancels out; the spread over runs is printed too.
+One untimed round of all four goes first: it pays one-time costs that are no part of a
+transfer (the store's lazy imports, the `sftp`/`ssh` binaries and the remote files' first
+write), which otherwise land on whichever client runs first. A direction's ratio is the
+median over runs of (OpenSSH seconds / store seconds) of one run's pair, so load that changes
+between runs cancels out; the spread over runs and the load average are printed too.
 Client CPU seconds per 100 MB: this process for the store, the `sftp` + `ssh` processes for
 OpenSSH (the server's share is the same for both and not counted).
 Both sides use the same cipher (aes128-gcm@openssh.com: the store prefers it, OpenSSH is given
-`-o Ciphers=aes128-gcm@openssh.com`) and OpenSSH's default request size and queue depth. Each
+`-o Ciphers=aes128-gcm@openssh.com`) and OpenSSH's default request size, queue depth and
+channel window; the store uses its own (kubetrain/store/sftp.py). Each
 timing includes connecting and authenticating (a process start for `sftp`, connect + open for
 the store). Loopback only; on a shared machine the figures are noisy, the ratios less so.
 
@@ -148,6 +152,9 @@ def _measure(server: Sshd, remote: Path, work: Path, megabytes: int, runs: int) 
         download.unlink()
 
     pairs = {"up": (store_up, openssh_up), "down": (store_down, openssh_down)}
+    for ours, theirs in pairs.values():
+        ours()
+        theirs()
     seconds: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {"up": [], "down": []}
@@ -167,7 +174,8 @@ def _measure(server: Sshd, remote: Path, work: Path, megabytes: int, runs: int) 
         print(f"run {run + 1}: store/OpenSSH " + ", ".join(line), flush=True)
 
     per_100mb = 100e6 / size
-    print(f"file {size / 1e6:.0f} MB, cipher {CIPHER}, median of {runs}, loopback, shared machine")
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"file {size / 1e6:.0f} MB, cipher {CIPHER}, median of {runs}, loopback, load {load}")
     print(f"{'':>14}{'MB/s':>8}{'client CPU s/100MB':>21}")
     for name, times in seconds.items():
         rate = size / statistics.median(times) / 1e6

@@ -317,6 +317,12 @@ def backoff_delay(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
 
 
 def _transport_factory(sock: Any, /, **kwargs: Any) -> paramiko.Transport:
+    # paramiko writes each SSH message with its own send(); with Nagle's algorithm a message
+    # sent while the previous one is unacknowledged waits for the peer's delayed ACK (~40 ms),
+    # which cost every connection one such stall during authentication and slows each small
+    # request/reply (stat, open, rename). Bulk transfers send full packets either way.
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # paramiko 5 passes only disabled_algorithms; older versions also passed gss_* options.
     transport = paramiko.Transport(sock, disabled_algorithms=kwargs.get("disabled_algorithms"))
     options = transport.get_security_options()

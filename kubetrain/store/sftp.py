@@ -1,17 +1,20 @@
 """SFTP backend of the artifact store, and single-file downloads for data="sftp://…".
 
 Connections come from kubetrain/ssh.py (known_hosts verified, key from file/env/Secret block).
-Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages) and an
-AES-GCM cipher preference, which is what gets paramiko close to OpenSSH's own `sftp` speed.
+Transfers use 255 KiB pipelined SFTP requests (OpenSSH refuses 256 KiB messages), a 16 MiB
+channel window accepting packets up to 1 MiB, and an AES-GCM cipher preference, which is what
+gets paramiko to OpenSSH's own `sftp` speed (`python -m benchmarks.sftp_throughput`).
 
-paramiko internals: everything here uses paramiko's public API, except three things that only
+paramiko internals: everything here uses paramiko's public API, except four things that only
 run when the installed paramiko is in PARAMIKO_INTERNALS_TESTED (`USE_PARAMIKO_INTERNALS`):
-copy-free SFTP packet reads/writes and a bytearray channel buffer (`_avoid_quadratic_copies`),
-the free-space figure in disk-full errors (`_free_bytes`), and telling a server's status reply
-from a lost connection by paramiko's raising function (`_raised_by_server_status`). Outside the
-range each falls back to the public API: the same bytes move (tests/integration/
-test_sftp_paramiko_paths.py checks both paths), just with more CPU per byte. To widen the
-range, run that test and `python -m benchmarks.sftp_throughput` on the new paramiko.
+copy-free SFTP packet reads/writes and a bytearray channel buffer (`_avoid_quadratic_copies`;
+the wide channel window is only asked for with that buffer), reading write replies as they
+arrive (`_collect_write_replies`), the free-space figure in disk-full errors (`_free_bytes`),
+and telling a server's status reply from a lost connection by paramiko's raising function
+(`_raised_by_server_status`). Outside the range each falls back to the public API: the same
+bytes move (tests/integration/test_sftp_paramiko_paths.py checks both paths), just with more
+CPU per byte. To widen the range, run that test and `python -m benchmarks.sftp_throughput` on
+the new paramiko.
 
 Every primitive is retried on a transient failure (connection reset, channel closed, timeout)
 by reconnecting with backoff and jitter and redoing that primitive; the store's publish then
@@ -64,6 +67,15 @@ logger = logging.getLogger(__name__)
 # read/write payload it accepts (its SFTP_MAX_READ_LENGTH).
 MAX_REQUEST_BYTES = 261120
 PREFETCH_REQUESTS = 64  # 64 x 255 KiB in flight: enough to fill the pipe, bounded memory
+# The SFTP channel's receive window and the largest SSH packet it accepts. With paramiko's
+# defaults (2 MiB, 32 KiB) OpenSSH sends every download in 32 KiB packets; with a wider window
+# it keeps reading ahead while the client is busy and sends what piled up as one larger packet,
+# so paramiko's per-packet cost (Python, not the cipher, on this path) shrinks exactly when
+# the client falls behind, e.g. on a loaded machine. Memory stays bounded by the window.
+# Only with the bytearray channel buffer (_avoid_quadratic_copies): paramiko's own buffer
+# memmoves everything buffered on each read, which a 16 MiB window turns into ~3x the CPU.
+CHANNEL_WINDOW_BYTES = 16 * 1024 * 1024
+CHANNEL_MAX_PACKET_BYTES = 1024 * 1024
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024  # files this large get progress logs and an artifact
 REPORT_INTERVAL_SECONDS = 2.0
 IO_TIMEOUT_SECONDS = 60.0
@@ -216,12 +228,18 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
     channel: paramiko.Channel = sftp.sock
 
     def write_all(out: bytes) -> None:
-        view = memoryview(out)
-        while len(view) > 0:
-            sent = channel.send(view)  # type: ignore[arg-type]  # add_string takes buffers
+        # Slices of one SSH packet each: Channel.send copies what it sends anyway, and a bytes
+        # slice of exactly that size passes through it uncopied, where a memoryview would cost
+        # paramiko two caught exceptions per packet in util.asbytes. Channel.send puts at most
+        # out_max_packet_size - 64 bytes of data in one packet.
+        total, done = len(out), 0
+        while done < total:
+            step = max(channel.out_max_packet_size - 64, 1)
+            piece = out if done == 0 and total <= step else out[done : done + step]
+            sent = channel.send(piece)
             if sent <= 0:
                 raise EOFError()
-            view = view[sent:]
+            done += sent
 
     def read_all(n: int) -> bytes:
         chunks = []
@@ -246,6 +264,23 @@ def _avoid_quadratic_copies(sftp: paramiko.SFTPClient) -> None:
             pipe._buffer = buffer
             pipe._buffer_frombytes = buffer.extend
             pipe._buffer_tobytes = lambda limit=None: bytes(memoryview(buffer)[:limit])
+
+
+def _collect_write_replies(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
+    """Read the status replies of pipelined writes that have already arrived, without waiting.
+
+    paramiko leaves them queued until over 100 writes are outstanding and then reads them all,
+    waiting for the server to finish every write in flight: the pipe runs dry once per ~25 MB.
+    Reading what is there after each write keeps the queue short, so that never happens; a
+    failed write raises here, as it would in paramiko's own read. Internals only (the reply
+    queue is private); the public-API path keeps paramiko's behaviour.
+    """
+    requests = handle._reqs  # type: ignore[attr-defined]
+    channel = sftp.get_channel()
+    while requests and channel is not None and channel.recv_ready():
+        kind, _ = sftp._read_response(requests.popleft())  # type: ignore[attr-defined]
+        if kind != paramiko.sftp.CMD_STATUS:
+            raise paramiko.SFTPError("Expected status")
 
 
 class SftpBackend:
@@ -287,7 +322,15 @@ class SftpBackend:
             return self._sftp
         client = connect(self.endpoint, base_delay=self.base_delay)
         try:
-            sftp = client.open_sftp()
+            wide = USE_PARAMIKO_INTERNALS
+            opened = paramiko.SFTPClient.from_transport(
+                client.get_transport(),  # type: ignore[arg-type]  # set by connect()
+                window_size=CHANNEL_WINDOW_BYTES if wide else None,
+                max_packet_size=CHANNEL_MAX_PACKET_BYTES if wide else None,
+            )
+            if opened is None:
+                raise EOFError("the server closed the connection")
+            sftp = opened
         except (OSError, EOFError, paramiko.SSHException) as error:
             client.close()
             raise SshTransientError(f"cannot open the SFTP channel: {error}") from error
@@ -472,21 +515,28 @@ class SftpBackend:
         handle = sftp.open(full, "wb", bufsize=0)
         handle.MAX_REQUEST_SIZE = self.request_bytes
         handle.set_pipelined(True)
+        # Two reused buffers (the block being sent and the one read ahead): paramiko copies a
+        # block into its request message before write() returns, so a buffer is free again
+        # then, and no 255 KiB bytes object is allocated per request.
+        views = [memoryview(bytearray(self.request_bytes)) for _ in range(2)]
         try:
             done = 0
-            block = reader.read(self.request_bytes)
-            while block:
-                following = reader.read(self.request_bytes)
+            current = 0
+            count = reader.readinto(views[current])
+            while count:
+                following = reader.readinto(views[1 - current])
                 if not following:
                     # paramiko drops the status replies of pipelined writes at close(); an
                     # unpipelined write waits for every outstanding reply and raises on a
                     # failed one, so a full disk surfaces as an error, not as a short file.
                     handle.set_pipelined(False)
-                handle.write(block)
-                done += len(block)
+                handle.write(views[current][:count])
+                if USE_PARAMIKO_INTERNALS:
+                    _collect_write_replies(sftp, handle)
+                done += count
                 if tracker is not None:
                     tracker.update(done)
-                block = following
+                current, count = 1 - current, following
         finally:
             handle.close()
 

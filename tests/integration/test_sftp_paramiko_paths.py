@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,32 @@ def test_upload_and_download_move_the_same_bytes(
         assert backend.read_bytes(payload.name, payload.stat().st_size) == payload.read_bytes()
         with pytest.raises(StoreError, match="larger than"):
             backend.read_bytes(payload.name, payload.stat().st_size - 1)
+
+
+def test_session_asks_for_the_transfer_settings(
+    sshd: Sshd, remote_dir: Path, internals: bool
+) -> None:
+    # A wide window and large packets let the server coalesce downloads when the client lags,
+    # but only pay with the bytearray channel buffer, so only the internals path asks for
+    # them; TCP_NODELAY keeps paramiko's one-send-per-message from waiting on delayed ACKs.
+    remote_dir.mkdir()
+    shutil.chown(remote_dir, sshd.user, sshd.user)
+    with open_store(sshd.url(remote_dir)) as store:
+        backend = store.backend
+        assert isinstance(backend, SftpBackend)
+        channel = backend._session().get_channel()
+        assert channel is not None
+        transport = channel.get_transport()
+        assert transport is not None
+        window = sftp_module.CHANNEL_WINDOW_BYTES if internals else transport.default_window_size
+        packet = (
+            sftp_module.CHANNEL_MAX_PACKET_BYTES if internals else transport.default_max_packet_size
+        )
+        assert channel.in_window_size == window
+        assert channel.in_max_packet_size == packet
+        sock = transport.sock
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_gate_follows_the_installed_paramiko_version() -> None:
