@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 INERT_VARIABLES = ("job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output")
 # Environments whose pool must run an immutable image from a registry.
 PINNED_IMAGE_ENVIRONMENTS = frozenset({"prod"})
+# An image digest as registries report it (kubetrain.k8s.image resolves a pushed tag to one).
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class WorkPoolError(UserError):
@@ -327,7 +330,12 @@ def check_image(image: str | None, environment: str) -> str:
             f"image {shown!r} names no registry host: nodes pull {environment} images from a "
             f"registry; {fix}, e.g. registry.example.com/kubetrain:0.1.0"
         )
-    name, at, _digest = rest.partition("@")
+    name, at, digest = rest.partition("@")
+    if at and not DIGEST_PATTERN.fullmatch(digest):
+        raise WorkPoolError(
+            f"image {shown!r} has a malformed digest (expected sha256: and 64 hex digits); "
+            f"{fix}, e.g. the output of `python -m kubetrain.k8s.image REGISTRY/kubetrain:TAG`"
+        )
     last = name.rsplit("/", 1)[-1]
     tag = last.partition(":")[2]
     if not at and not tag:
