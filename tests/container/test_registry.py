@@ -8,8 +8,10 @@ session is tagged for it, pushed, removed from the engine, pulled back by the di
 (as `python -m flows.work_pool --environment prod` makes it) renders, through prefect-kubernetes'
 own code, a Job whose container image and KUBETRAIN_IMAGE are that same digest.
 
-The layers of the debootstrap base stay in the engine (rebuilding the base costs minutes):
-what is downloaded again is every layer the Dockerfile adds, which the registry's log shows.
+`docker rmi` alone does not make the session's engine download anything: its build cache
+still holds every layer, so its pull by digest fetches the manifest and config only. So the
+image is also pulled by that digest into a second, empty dockerd (its own data-root in a temporary
+folder), which downloads every layer from the registry, and runs there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.conftest import IMAGE_UID, REPO_ROOT, BuiltImage, DockerEngine
+from tests.container.conftest import IMAGE_UID, REPO_ROOT, BuiltImage, DockerEngine, _stop_pid
 from tests.kube_helpers import pod_command, render_deployment_job
 
 pytestmark = pytest.mark.container
@@ -103,6 +106,49 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             proc.wait()
 
 
+@pytest.fixture
+def empty_engine(docker_engine: DockerEngine, tmp_path: Path) -> Iterator[DockerEngine]:
+    """A second private dockerd with nothing in it (data-root in tmp_path), stopped by PID."""
+    dockerd = shutil.which("dockerd")
+    assert dockerd, "dockerd vanished after the session engine started"
+    run = Path(tempfile.mkdtemp(prefix="kt-empty-", dir="/run"))  # short unix socket path
+    sock, log = run / "docker.sock", tmp_path / "dockerd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                dockerd,
+                "--data-root",
+                str(tmp_path / "data"),
+                "--exec-root",
+                str(run / "exec"),
+                "--pidfile",
+                str(run / "dockerd.pid"),
+                "--host",
+                f"unix://{sock}",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--bridge=none",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    engine = DockerEngine(cli=docker_engine.cli, host=f"unix://{sock}", pid=proc.pid, log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while engine.run("version", timeout=20, check=False).returncode != 0:
+            assert proc.poll() is None, f"second dockerd exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"second dockerd not up:\n{log.read_text()[-3000:]}"
+            time.sleep(0.3)
+        assert engine.text("images", "--quiet") == ""
+        yield engine
+    finally:
+        _stop_pid(proc.pid)
+        proc.wait()
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
 def _image_id(engine: DockerEngine, image: str) -> str:
     return engine.text("image", "inspect", "--format", "{{.Id}}", image)
 
@@ -129,7 +175,10 @@ def test_engine_allows_the_loopback_registry_without_tls(docker_engine: DockerEn
 
 
 def test_pushed_image_is_pulled_back_by_the_digest_the_pool_records(
-    docker_engine: DockerEngine, project_image: BuiltImage, registry: Registry
+    docker_engine: DockerEngine,
+    project_image: BuiltImage,
+    registry: Registry,
+    empty_engine: DockerEngine,
 ) -> None:
     from kubetrain.k8s import pool_template
 
@@ -167,49 +216,55 @@ def test_pushed_image_is_pulled_back_by_the_digest_the_pool_records(
     # Gone from the engine under every name, then pulled back by that digest only.
     docker_engine.run("rmi", tag, project_image.name)
     assert docker_engine.run("image", "inspect", built_id, check=False).returncode != 0
-    before = registry.log.read_text(errors="replace")
-    started = time.monotonic()
-    pulled = docker_engine.text("pull", container["image"], timeout=900)
-    pull_seconds = time.monotonic() - started
     try:
-        served = registry.log.read_text(errors="replace")[len(before) :]
-        manifest_gets = re.findall(rf'"GET /v2/kubetrain/manifests/{reported[1]} ', served)
-        blob_gets = set(re.findall(r'"GET /v2/kubetrain/blobs/(sha256:[0-9a-f]{64}) ', served))
-        assert manifest_gets, served[-2000:]
-        assert blob_gets, f"no layer was downloaded:\n{pulled}"
+        pulled = docker_engine.text("pull", container["image"], timeout=900)
         assert f"Digest: {reported[1]}" in pulled
         assert _image_id(docker_engine, reference) == built_id  # the very image that was built
-        repo_digests = json.loads(
+        assert reference in json.loads(
             docker_engine.text("image", "inspect", "--format", "{{json .RepoDigests}}", reference)
         )
-        assert reference in repo_digests
-
-        # The pulled image runs, by digest, as the pod would (read-only, no network).
-        out = docker_engine.run(
-            "run",
-            "--rm",
-            "--pull",
-            "never",
-            "--network",
-            "none",
-            "--read-only",
-            "--tmpfs",
-            "/tmp:rw,mode=1777",
-            "--cap-drop",
-            "ALL",
-            "--user",
-            f"{IMAGE_UID}:{IMAGE_UID}",
-            reference,
-            "python",
-            "-m",
-            "flows.predict",
-            "--help",
-            timeout=300,
-        ).stdout.decode(errors="replace")
-        assert "--output" in out, out[-2000:]
     finally:
         # The other container tests of this session use the image under its local name.
         docker_engine.run("tag", reference, project_image.name, check=False)
+
+    # An engine that never saw the image downloads every layer, by the digest the Job names.
+    before = registry.log.read_text(errors="replace")
+    started = time.monotonic()
+    pulled = empty_engine.text("pull", container["image"], timeout=900)
+    pull_seconds = time.monotonic() - started
+    served = registry.log.read_text(errors="replace")[len(before) :]
+    assert f"GET /v2/kubetrain/manifests/{reported[1]} " in served, served[-2000:]
+    blob_gets = set(re.findall(r"GET /v2/kubetrain/blobs/(sha256:[0-9a-f]{64}) ", served))
+    layers = json.loads(
+        empty_engine.text("image", "inspect", "--format", "{{json .RootFS.Layers}}", reference)
+    )
+    assert len(blob_gets) >= len(set(layers)) + 1, f"{len(blob_gets)} blobs, {len(layers)} layers"
+    assert f"Digest: {reported[1]}" in pulled
+    assert _image_id(empty_engine, reference) == built_id
+
+    # The pulled image runs, by digest, as the pod would (read-only, no network, UID 10001).
+    out = empty_engine.run(
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,mode=1777",
+        "--cap-drop",
+        "ALL",
+        "--user",
+        f"{IMAGE_UID}:{IMAGE_UID}",
+        reference,
+        "python",
+        "-m",
+        "flows.predict",
+        "--help",
+        timeout=300,
+    ).stdout.decode(errors="replace")
+    assert "--output" in out, out[-2000:]
     docker_engine.timings["registry_push_s"] = push_seconds
     docker_engine.timings["registry_pull_s"] = pull_seconds
     print(
