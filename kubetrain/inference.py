@@ -223,35 +223,39 @@ def predictions_file_name(version: str, run: str, now: datetime) -> str:
     return f"{version}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{run}.csv"
 
 
-def check_predictions_store(output: str, source: str, experiment: str) -> None:
-    """Refuse a store output that is the model store itself; probe that it can be written.
+def refuse_model_store_output(output: str, source: str, experiment: str) -> None:
+    """Refuse an SFTP output that is the model store or inside the experiment's folder.
 
     Predictions go to `<output>/<experiment>/`; inside the model store that folder is the
     experiment's, where every entry is read as a (possibly incomplete) version.
     """
     from kubetrain.locations import SftpUrl, parse_location
-    from kubetrain.store import open_store
 
     target = parse_location(output, what="output", allow_http=False, error=InferenceError)
     try:
         models = parse_location(source, what="source", allow_http=False, error=InferenceError)
     except InferenceError:
-        models = None  # the source is checked when the version is fetched
-    if isinstance(target, SftpUrl) and isinstance(models, SftpUrl):
-        same_server = (target.user, target.host, target.port) == (
-            models.user,
-            models.host,
-            models.port,
+        return  # the source is checked when the version is fetched
+    if not (isinstance(target, SftpUrl) and isinstance(models, SftpUrl)):
+        return
+    if (target.user, target.host, target.port) != (models.user, models.host, models.port):
+        return
+    inside = posixpath.normpath(target.path).rstrip("/")
+    root = posixpath.normpath(models.path).rstrip("/")
+    folder = f"{root}/{experiment}"
+    if inside in (root, folder) or inside.startswith(f"{folder}/"):
+        raise InferenceError(
+            f"output {quote_value(target.display)} is the model store (or an experiment in "
+            "it): predictions there would be read as versions; give a folder of its own, "
+            f"e.g. {quote_value(models.display.rstrip('/') + '-predictions')}"
         )
-        inside = posixpath.normpath(target.path).rstrip("/")
-        root = posixpath.normpath(models.path).rstrip("/")
-        folder = f"{root}/{experiment}"
-        if same_server and (inside in (root, folder) or inside.startswith(f"{folder}/")):
-            raise InferenceError(
-                f"output {quote_value(target.display)} is the model store (or an experiment in "
-                "it): predictions there would be read as versions; give a folder of its own, "
-                f"e.g. {quote_value(models.display.rstrip('/') + '-predictions')}"
-            )
+
+
+def check_predictions_store(output: str, source: str, experiment: str) -> None:
+    """Refuse the model store as output (above); probe that the output can be written."""
+    from kubetrain.store import open_store
+
+    refuse_model_store_output(output, source, experiment)
     with open_store(output) as store:
         store.check_writable(experiment, f"predict-{os.urandom(4).hex()}")
 
