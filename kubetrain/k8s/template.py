@@ -29,6 +29,10 @@ RUN_AS_ID = 10001
 SSH_MOUNT_DIR = "/var/run/secrets/kubetrain/ssh"
 SSH_KEY_FILE = "id"
 KNOWN_HOSTS_FILE = "known_hosts"
+# Keys of the optional signing Secret (README "Versions"): the private key signs manifests in
+# train runs, the public key (when present) is what predict verifies against.
+SIGNING_KEY_FILE = "signing.pem"
+VERIFY_KEY_FILE = "verify.pem"
 PREFECT_HOME_IN_POD = "/tmp/prefect"  # noqa: S108 - an emptyDir: the root filesystem is read-only
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
@@ -157,6 +161,17 @@ def derive_base_job_template() -> dict[str, Any]:
         maxLength=253,
         pattern=DNS_SUBDOMAIN,
     )
+    props["signing_secret_name"] = _string_var(
+        "Signing Key Secret",
+        "kubetrain-signing",
+        f"Optional Kubernetes Secret with key '{SIGNING_KEY_FILE}' (Ed25519 private key: train "
+        f"runs sign their manifests) and/or '{VERIFY_KEY_FILE}' (public key: predict refuses "
+        "unsigned versions). Its keys reach the pod as KUBETRAIN_SIGNING_KEY_DATA and "
+        "KUBETRAIN_VERIFY_KEY_DATA; while no such Secret exists, nothing is signed or verified.",
+        minLength=1,
+        maxLength=253,
+        pattern=DNS_SUBDOMAIN,
+    )
     props["tmp_size_limit"] = _string_var(
         "Scratch Size Limit",
         "8Gi",
@@ -227,6 +242,25 @@ def derive_base_job_template() -> dict[str, Any]:
         {"name": "KUBETRAIN_IMAGE", "value": "{{ image }}"},
         # ISO 8601 so the value renders as a string; flows time out before it (k8s/limits.py).
         {"name": "KUBETRAIN_JOB_DEADLINE", "value": "PT{{ active_deadline_seconds }}S"},
+        # Optional Secret, so by reference (optional: true), not as a volume: Prefect's
+        # templating can drop a key whose variable is unset, never a whole volume, and a Secret
+        # volume needs a name. An absent Secret or key leaves the variable unset (no signing).
+        *(
+            {
+                "name": env_name,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": "{{ signing_secret_name }}",
+                        "key": key,
+                        "optional": True,
+                    }
+                },
+            }
+            for env_name, key in (
+                ("KUBETRAIN_SIGNING_KEY_DATA", SIGNING_KEY_FILE),
+                ("KUBETRAIN_VERIFY_KEY_DATA", VERIFY_KEY_FILE),
+            )
+        ),
     ]
     container["securityContext"] = {
         "runAsNonRoot": True,
