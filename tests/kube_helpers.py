@@ -556,9 +556,9 @@ def _local_pod(
         ref = (item.get("valueFrom") or {}).get("secretKeyRef")
         if ref is None:
             continue
-        data = secret_files.get(ref["name"], {}).get(ref["key"])
-        if data is not None:
-            env[item["name"]] = data.decode()
+        ref_value = secret_files.get(ref["name"], {}).get(ref["key"])
+        if ref_value is not None:
+            env[item["name"]] = ref_value.decode()
         elif not ref.get("optional"):
             raise KeyError(f"the Job reads key {ref['key']!r} of Secret {ref['name']!r}")
     for key, value in list(env.items()):
