@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import posixpath
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,3 +213,84 @@ def predict_csv(
     os.replace(tmp.name, output)
     accuracy = {name: correct[name] / rows for name in loaded.models} if has_target else None
     return PredictionRun(output, rows, accuracy, preview, digest)
+
+
+# -- where the predictions go ---------------------------------------------------------------
+
+
+def predictions_file_name(version: str, run: str, now: datetime) -> str:
+    """`<version>-<UTC time>-<run>.csv`: one file per run, so runs never overwrite each other."""
+    return f"{version}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{run}.csv"
+
+
+def refuse_model_store_output(output: str, source: str, experiment: str) -> None:
+    """Refuse an SFTP output that is the model store or inside the experiment's folder.
+
+    Predictions go to `<output>/<experiment>/`; inside the model store that folder is the
+    experiment's, where every entry is read as a (possibly incomplete) version.
+    """
+    from kubetrain.locations import SftpUrl, parse_location
+
+    target = parse_location(output, what="output", allow_http=False, error=InferenceError)
+    try:
+        models = parse_location(source, what="source", allow_http=False, error=InferenceError)
+    except InferenceError:
+        return  # the source is checked when the version is fetched
+    if not (isinstance(target, SftpUrl) and isinstance(models, SftpUrl)):
+        return
+    if (target.user, target.host, target.port) != (models.user, models.host, models.port):
+        return
+    inside = posixpath.normpath(target.path).rstrip("/")
+    root = posixpath.normpath(models.path).rstrip("/")
+    folder = f"{root}/{experiment}"
+    if inside in (root, folder) or inside.startswith(f"{folder}/"):
+        raise InferenceError(
+            f"output {quote_value(target.display)} is the model store (or an experiment in "
+            "it): predictions there would be read as versions; give a folder of its own, "
+            f"e.g. {quote_value(models.display.rstrip('/') + '-predictions')}"
+        )
+
+
+def check_predictions_store(output: str, source: str, experiment: str) -> None:
+    """Refuse the model store as output (above); probe that the output can be written."""
+    from kubetrain.store import open_store
+
+    refuse_model_store_output(output, source, experiment)
+    with open_store(output) as store:
+        store.check_writable(experiment, f"predict-{os.urandom(4).hex()}")
+
+
+def upload_predictions(local: Path, output: str, experiment: str, name: str) -> str:
+    """Put a finished predictions CSV at `<output>/<experiment>/<name>`; returns its URL.
+
+    Through the store's backend, as publish does: uploaded under a `.part` name, size and
+    sha256 read back and compared, then renamed into place. On any failure the `.part` file and
+    the folders this call created are removed: readers see the whole file or none.
+    """
+    from kubetrain.store import PART_SUFFIX, IntegrityError, open_store, sha256_file, validate_name
+
+    validate_name("experiment", experiment)
+    validate_name("file", name)
+    expected_size, expected_sha = local.stat().st_size, sha256_file(local)
+    with open_store(output) as store:
+        backend = store.backend
+        target = posixpath.join(experiment, name)
+        part = target + PART_SUFFIX
+        created = backend.makedirs(experiment)
+        try:
+            backend.upload(local, part, None)
+            if backend.size(part) != expected_size or backend.sha256(part) != expected_sha:
+                raise IntegrityError(
+                    f"{store.url}/{part}: size or sha256 read back differs from the predictions "
+                    "written here; the upload was discarded, run predict again"
+                )
+            backend.replace(part, target)
+        except BaseException:
+            with contextlib.suppress(Exception):  # best effort: never hide the error raised
+                if backend.exists(part):
+                    backend.remove(part)
+            for folder in reversed(created):
+                with contextlib.suppress(Exception):
+                    backend.rmdir(folder)
+            raise
+        return f"{store.url.rstrip('/')}/{target}"

@@ -157,6 +157,7 @@ def predict_markdown(
     written: str,
     rows: int,
     accuracy: Mapping[str, float] | None,
+    on_store: bool = False,
 ) -> str:
     """Markdown for a predict run: what was scored with what, where the predictions went."""
     trained_on = manifest.get("data", {})
@@ -171,7 +172,8 @@ def predict_markdown(
     lines += [
         f"- scored: {code(data)} (sha256 {code(data_sha256)}), {rows} rows",
         f"- trained on: {code(trained_on.get('source', '?'))}",
-        f"- predictions written to: {code(written)} on the machine that ran the flow",
+        f"- predictions written to: {code(written)}"
+        + (" (uploaded to the store)" if on_store else " on the machine that ran the flow"),
     ]
     if accuracy is not None:
         lines += ["", "| model | accuracy |", "|---|---|"]

@@ -7,7 +7,7 @@
 #   scripts/setup.sh dev    the same with the dev lock (requirements/dev.txt): linters, type
 #                           checker, test tools. Still no Debian package.
 #   scripts/setup.sh test   dev + the Debian packages the tests need (sshd, the Docker engine,
-#                           debootstrap, chromium); apt-get needs root or sudo.
+#                           its registry, debootstrap, chromium); apt-get needs root or sudo.
 #
 # Installs use uv, pinned with its hashes in requirements/bootstrap.txt and installed by pip (the
 # interpreter's, else the venv's from ensurepip) into .venv/.bootstrap; pip does the installs when
@@ -32,7 +32,7 @@ stamp_ok() { [[ "$(cat "$1" 2>/dev/null)" == "$2" ]]; }
 
 # --- Debian packages: only the tests need any. ---------------------------------------------------
 if [[ $level == test ]]; then
-  want_debs=(openssh-server openssh-client docker.io debootstrap chromium)
+  want_debs=(openssh-server openssh-client docker.io docker-registry debootstrap chromium)
   installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${want_debs[@]}" 2>/dev/null || true)
   missing=()
   for deb in "${want_debs[@]}"; do

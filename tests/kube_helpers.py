@@ -549,6 +549,18 @@ def _local_pod(
         secret_dir = workdir / "secrets" / str(i)
         materialize_secret({item["path"]: data[item["key"]] for item in items}, secret_dir)
         rewrites[mount] = str(secret_dir)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    for item in container.get("env") or []:
+        # Like the kubelet: a secretKeyRef env var holds that key's value; an optional one whose
+        # Secret or key is missing is left out.
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is None:
+            continue
+        ref_value = secret_files.get(ref["name"], {}).get(ref["key"])
+        if ref_value is not None:
+            env[item["name"]] = ref_value.decode()
+        elif not ref.get("optional"):
+            raise KeyError(f"the Job reads key {ref['key']!r} of Secret {ref['name']!r}")
     for key, value in list(env.items()):
         for mount, target in rewrites.items():
             if value == mount or value.startswith(mount + "/"):

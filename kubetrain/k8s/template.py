@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ RUN_AS_ID = 10001
 SSH_MOUNT_DIR = "/var/run/secrets/kubetrain/ssh"
 SSH_KEY_FILE = "id"
 KNOWN_HOSTS_FILE = "known_hosts"
+# Keys of the optional signing Secret (README "Versions"): the private key signs manifests in
+# train runs, the public key (when present) is what predict verifies against.
+SIGNING_KEY_FILE = "signing.pem"
+VERIFY_KEY_FILE = "verify.pem"
 PREFECT_HOME_IN_POD = "/tmp/prefect"  # noqa: S108 - an emptyDir: the root filesystem is read-only
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
@@ -37,6 +42,8 @@ QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 INERT_VARIABLES = ("job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output")
 # Environments whose pool must run an immutable image from a registry.
 PINNED_IMAGE_ENVIRONMENTS = frozenset({"prod"})
+# An image digest as registries report it (kubetrain.k8s.image resolves a pushed tag to one).
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class WorkPoolError(UserError):
@@ -154,6 +161,17 @@ def derive_base_job_template() -> dict[str, Any]:
         maxLength=253,
         pattern=DNS_SUBDOMAIN,
     )
+    props["signing_secret_name"] = _string_var(
+        "Signing Key Secret",
+        "kubetrain-signing",
+        f"Optional Kubernetes Secret with key '{SIGNING_KEY_FILE}' (Ed25519 private key: train "
+        f"runs sign their manifests) and/or '{VERIFY_KEY_FILE}' (public key: predict refuses "
+        "unsigned versions). Its keys reach the pod as KUBETRAIN_SIGNING_KEY_DATA and "
+        "KUBETRAIN_VERIFY_KEY_DATA; while no such Secret exists, nothing is signed or verified.",
+        minLength=1,
+        maxLength=253,
+        pattern=DNS_SUBDOMAIN,
+    )
     props["tmp_size_limit"] = _string_var(
         "Scratch Size Limit",
         "8Gi",
@@ -224,6 +242,25 @@ def derive_base_job_template() -> dict[str, Any]:
         {"name": "KUBETRAIN_IMAGE", "value": "{{ image }}"},
         # ISO 8601 so the value renders as a string; flows time out before it (k8s/limits.py).
         {"name": "KUBETRAIN_JOB_DEADLINE", "value": "PT{{ active_deadline_seconds }}S"},
+        # Optional Secret, so by reference (optional: true), not as a volume: Prefect's
+        # templating can drop a key whose variable is unset, never a whole volume, and a Secret
+        # volume needs a name. An absent Secret or key leaves the variable unset (no signing).
+        *(
+            {
+                "name": env_name,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": "{{ signing_secret_name }}",
+                        "key": key,
+                        "optional": True,
+                    }
+                },
+            }
+            for env_name, key in (
+                ("KUBETRAIN_SIGNING_KEY_DATA", SIGNING_KEY_FILE),
+                ("KUBETRAIN_VERIFY_KEY_DATA", VERIFY_KEY_FILE),
+            )
+        ),
     ]
     container["securityContext"] = {
         "runAsNonRoot": True,
@@ -327,7 +364,12 @@ def check_image(image: str | None, environment: str) -> str:
             f"image {shown!r} names no registry host: nodes pull {environment} images from a "
             f"registry; {fix}, e.g. registry.example.com/kubetrain:0.1.0"
         )
-    name, at, _digest = rest.partition("@")
+    name, at, digest = rest.partition("@")
+    if at and not DIGEST_PATTERN.fullmatch(digest):
+        raise WorkPoolError(
+            f"image {shown!r} has a malformed digest (expected sha256: and 64 hex digits); "
+            f"{fix}, e.g. the output of `python -m kubetrain.k8s.image REGISTRY/kubetrain:TAG`"
+        )
     last = name.rsplit("/", 1)[-1]
     tag = last.partition(":")[2]
     if not at and not tag:
