@@ -6,6 +6,7 @@ the local engine fits (`engine.fit_one`) and hands the outcome back through the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flows._failures import fail_on_user_error
@@ -58,7 +59,7 @@ def train_fit(
     from kubetrain.training.catalog import check_configuration
     from kubetrain.training.engine import TrainingConfig
     from kubetrain.training.fanout import FanOutError
-    from kubetrain.training.handoff import fit_key
+    from kubetrain.training.handoff import as_in_a_pool_worker, fit_key
     from tasks.data import load_data
     from tasks.fanout import cache_fits, check_data, stage_fit
     from tasks.training import fit
@@ -80,8 +81,10 @@ def train_fit(
     )
     dataset = load_data(data, target, list(drop_columns), folds)
     check_data(dataset.sha256, data_sha256, data)
-    # One worker: fit_one runs in this process, the child run's pod is sized for one fit.
-    outcome = fit(dataset, config, model, fold, 1)
+    # One worker: fit_one runs in this process (the pod is sized for one fit), on the data as
+    # a pool worker of a local run sees it, so the model files are byte-identical.
+    X, y = as_in_a_pool_worker(dataset.X, dataset.y)
+    outcome = fit(replace(dataset, X=X, y=y), config, model, fold, 1)
     if reuse_fits:
         key = fit_key(dataset.sha256, target, list(drop_columns), config, model, fold)
         cache_fits(destination, experiment, {(model, fold): key}, [outcome])

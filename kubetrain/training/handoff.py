@@ -23,12 +23,15 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import pickle
 import posixpath
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kubetrain.store import PART_SUFFIX, ArtifactStore, IntegrityError, StoreError, sha256_file
 from kubetrain.training.catalog import build_estimator, estimator_params
@@ -96,6 +99,18 @@ def fit_key(
         material["metrics"] = config.scored_metrics
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def as_in_a_pool_worker(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X and y as a FitPool worker process receives them: pickled and loaded again.
+
+    The engine's pool hands each fit its data through a pickle, and a fitted estimator keeps
+    references to the data's dtype objects; joblib writes those references into the model file.
+    A child fit on data that crossed a pickle the same way writes byte-identical model files.
+    """
+    # Our own bytes, pickled the line before: nothing untrusted is loaded.
+    copied: tuple[np.ndarray, np.ndarray] = pickle.loads(pickle.dumps((X, y), protocol=5))  # noqa: S301
+    return copied
 
 
 @dataclass(frozen=True)
