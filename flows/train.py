@@ -309,7 +309,9 @@ def train(
             collect(outcome, results, dataset.y)
             advance_progress(progress, done, total)
         jobs = []
-    workers = max(1, min(default_workers(), len(jobs)))
+    # As many workers as without the cache: one worker fits in-process, and an estimator that
+    # never crossed a pickle is written to its model file in other bytes.
+    workers = min(default_workers(), total)
     if jobs:
         logger.info(
             "training %d fits on %d worker process(es), %d reused",

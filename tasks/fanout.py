@@ -24,7 +24,7 @@ from tasks.retries import IO_RETRIES
 
 Fit = tuple[str, int | None]
 # How long a failed fan-out waits for its cancelled children to stop before cleaning up.
-SETTLE_SECONDS = 60.0
+SETTLE_SECONDS = 15.0
 
 
 class DataChangedError(UserError):

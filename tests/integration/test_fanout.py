@@ -170,31 +170,42 @@ def _version_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
 
 
-def test_fan_out_runs_one_child_per_fit_and_publishes_what_a_local_run_publishes(
-    worker: Worker,
-    data_csv: Path,
-    sshd: Sshd,
-    store_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture(scope="module")
+def fanned_out(worker: Worker, data_csv: Path, sshd: Sshd) -> Iterator[dict[str, Any]]:
+    """One fan-out train run (lda, knn; 2 folds) on the sshd store: its id and parameters."""
+    root = sshd.home / f"kt-fanout-{uuid.uuid4().hex[:10]}"
     parameters = {
         "data": str(data_csv), "models": MODELS, "folds": FOLDS,
-        "destination": sshd.url(store_dir), "experiment": "fan", "fits": "fan-out",
+        "destination": sshd.url(root), "experiment": "fan", "fits": "fan-out",
         "fit_resources": {"knn": {"cpu_limit": "2", "memory_limit": "512Mi"}},
     }  # fmt: skip
     run_id = worker.start(parameters)
-    worker.finish(run_id)
-    children = worker.children(run_id)
+    state = wait_for_state(worker.api, run_id, FINAL, timeout=RUN_TIMEOUT)
+    try:
+        yield {"root": root, "run_id": run_id, "state": state, "parameters": parameters}
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_fan_out_runs_one_child_per_fit_and_publishes_what_a_local_run_publishes(
+    worker: Worker,
+    fanned_out: dict[str, Any],
+    data_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert fanned_out["state"]["type"] == "COMPLETED", worker.log.read_text()[-6000:]
+    children = worker.children(fanned_out["run_id"])
     assert sorted(c["name"] for c in children) == _fit_names(MODELS, FOLDS)
     assert {c["state"]["type"] for c in children} == {"COMPLETED"}
     for child in children:  # per-model resources became the knn children's job variables
         variables = child["job_variables"] or {}
         assert (variables.get("memory_limit") == "512Mi") == ("-knn-" in child["name"]), child
         assert child["parameters"]["model"] in child["name"]
-    (version,) = _versions(store_dir, "fan")
-    assert (store_dir / "fan" / LATEST).read_text().strip() == version
-    assert not (store_dir / "fan" / STAGING_DIR).exists()  # cleaned, and no version either way
+    root = fanned_out["root"]
+    (version,) = _versions(root, "fan")
+    assert (root / "fan" / LATEST).read_text().strip() == version
+    assert not (root / "fan" / STAGING_DIR).exists()  # cleaned, and no version either way
 
     # The same parameters trained here, over this process's own worker pool.
     from flows.train import train
@@ -204,44 +215,39 @@ def test_fan_out_runs_one_child_per_fit_and_publishes_what_a_local_run_publishes
         data=str(data_csv), models=MODELS, folds=FOLDS, destination=str(tmp_path),
         experiment="fan", reuse_fits=False,
     )  # fmt: skip
-    ours = _version_files(store_dir / "fan" / version)
+    ours = _version_files(root / "fan" / version)
     theirs = _version_files(Path(local.location.removeprefix("file://")))
     assert set(ours) == set(theirs)
     assert {"clf_lda.joblib", "clf_knn.joblib", "cv_results.csv"} <= set(ours)
     for name in sorted(theirs):
         if name.endswith((".joblib", ".csv")):
             assert ours[name] == theirs[name], name
-    manifest = json.loads((store_dir / "fan" / version / "manifest.json").read_text())
+    manifest = json.loads((root / "fan" / version / "manifest.json").read_text())
     for model in MODELS:
         assert manifest["models"][model]["cv"] == local.manifest["models"][model]["cv"]
 
 
 def test_a_rerun_reuses_every_finished_fit_and_starts_no_child(
-    worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
+    worker: Worker, fanned_out: dict[str, Any]
 ) -> None:
-    parameters = {
-        "data": str(data_csv), "models": ["lda"], "folds": FOLDS,
-        "destination": sshd.url(store_dir), "experiment": "again", "fits": "fan-out",
-    }  # fmt: skip
-    first = worker.start(parameters)
-    worker.finish(first)
-    assert len(worker.children(first)) == 1 + FOLDS
-    second = worker.start(parameters)
+    assert fanned_out["state"]["type"] == "COMPLETED", fanned_out["state"]
+    second = worker.start(fanned_out["parameters"])
     worker.finish(second)
     assert worker.children(second) == []
     logs = _post(worker.api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [second]}}})
     reused = sorted(e["message"] for e in logs if e["message"].startswith("reused "))
-    assert reused == sorted(
-        ["reused lda final fit from the fit cache"]
-        + [f"reused lda fold {k} from the fit cache" for k in range(1, FOLDS + 1)]
-    )
-    first_version, second_version = _versions(store_dir, "again")
-    for name in ("cv_results.csv", "clf_lda.joblib"):
-        a = (store_dir / "again" / first_version / name).read_bytes()
-        assert a == (store_dir / "again" / second_version / name).read_bytes(), name
-    assert (store_dir / "again" / CACHE_DIR).is_dir()
+    expected = [f"reused {m} final fit from the fit cache" for m in MODELS]
+    expected += [f"reused {m} fold {k} from the fit cache" for m in MODELS for k in (1, 2)]
+    assert reused == sorted(expected)
+    root = fanned_out["root"]
+    first_version, second_version = _versions(root, "fan")
+    for name in ("cv_results.csv", "clf_lda.joblib", "clf_knn.joblib"):
+        a = (root / "fan" / first_version / name).read_bytes()
+        assert a == (root / "fan" / second_version / name).read_bytes(), name
+    assert (root / "fan" / CACHE_DIR).is_dir()
 
 
+@pytest.mark.slow
 def test_a_model_that_raises_fails_the_parent_and_publishes_nothing(
     worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
 ) -> None:
@@ -259,8 +265,9 @@ def test_a_model_that_raises_fails_the_parent_and_publishes_nothing(
     assert _versions(store_dir, "broken") == []
     assert ArtifactStore(LocalBackend(store_dir)).latest("broken") is None
     assert _staged(store_dir, "broken") == []
-    for child in worker.children(run_id):
-        assert child["state"]["type"] in FINAL, child
+    states = [c["state"]["type"] for c in worker.children(run_id)]
+    assert "FAILED" in states
+    assert set(states) <= FINAL | {"CANCELLING"}, states  # the rest cancelled
 
 
 @pytest.mark.slow
@@ -331,3 +338,34 @@ def test_ten_local_runs_at_once_publish_ten_versions_and_latest_names_the_newest
     }
     assert owners == set(run_ids)
     assert (store_dir / "crowd" / LATEST).read_text().strip() == max(versions)
+
+
+def test_local_mode_reuses_the_cache_but_refits_a_tampered_entry(
+    prefect_server: Any, data_csv: Path, tmp_path: Path
+) -> None:
+    from flows.train import train
+
+    options: dict[str, Any] = {
+        "data": str(data_csv), "models": ["lda"], "folds": FOLDS,
+        "destination": str(tmp_path), "experiment": "cached",
+    }  # fmt: skip
+    fresh = train(**options, reuse_fits=False)
+    assert not (tmp_path / "cached" / CACHE_DIR).exists()  # reuse_fits=False keeps nothing
+    first = train(**options)
+    entries = sorted((tmp_path / "cached" / CACHE_DIR).iterdir())
+    assert len(entries) == 1 + FOLDS
+    final = next(e for e in entries if json.loads((e / "record.json").read_text())["fold"] is None)
+    (payload,) = final.glob("*.joblib")
+    payload.write_bytes(payload.read_bytes() + b"\0")  # no longer what its record says
+    second = train(**options)
+    outcomes = [fresh, first, second]
+    files = [_version_files(Path(o.location.removeprefix("file://"))) for o in outcomes]
+    assert files[0] == files[1] == files[2]
+    artifacts = _post(
+        prefect_server.api_url,
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [second.manifest["flow_run_id"]]}}},
+    )
+    (progress,) = [a for a in artifacts if a["type"] == "progress"]
+    # The final fit's payload failed its check: fitted again, not loaded.
+    assert progress["description"].endswith("; 2 reused from the fit cache: lda fold 1, lda fold 2")
