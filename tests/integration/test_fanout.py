@@ -122,7 +122,9 @@ def worker(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-             "--type", "process", "--name", f"{pool}-worker"],
+             "--type", "process", "--name", f"{pool}-worker",
+             # At most 5 runs at once: ten at once on 2 cores overload the SQLite-backed server.
+             "--limit", "5"],
             env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -215,6 +217,7 @@ def test_fan_out_runs_one_child_per_fit_and_publishes_what_a_local_run_publishes
         data=str(data_csv), models=MODELS, folds=FOLDS, destination=str(tmp_path),
         experiment="fan", reuse_fits=False,
     )  # fmt: skip
+    assert not (tmp_path / "fan" / CACHE_DIR).exists()  # reuse_fits=False keeps nothing
     ours = _version_files(root / "fan" / version)
     theirs = _version_files(Path(local.location.removeprefix("file://")))
     assert set(ours) == set(theirs)
@@ -327,7 +330,7 @@ def test_ten_local_runs_at_once_publish_ten_versions_and_latest_names_the_newest
         "data": str(data_csv), "models": ["lda"], "folds": FOLDS,
         "destination": sshd.url(store_dir), "experiment": "crowd",
     }  # fmt: skip
-    run_ids = [worker.start(parameters) for _ in range(10)]
+    run_ids = [worker.start(parameters) for _ in range(10)]  # all queued at once
     for run_id in run_ids:
         worker.finish(run_id)
     versions = _versions(store_dir, "crowd")
@@ -349,8 +352,6 @@ def test_local_mode_reuses_the_cache_but_refits_a_tampered_entry(
         "data": str(data_csv), "models": ["lda"], "folds": FOLDS,
         "destination": str(tmp_path), "experiment": "cached",
     }  # fmt: skip
-    fresh = train(**options, reuse_fits=False)
-    assert not (tmp_path / "cached" / CACHE_DIR).exists()  # reuse_fits=False keeps nothing
     first = train(**options)
     entries = sorted((tmp_path / "cached" / CACHE_DIR).iterdir())
     assert len(entries) == 1 + FOLDS
@@ -358,9 +359,8 @@ def test_local_mode_reuses_the_cache_but_refits_a_tampered_entry(
     (payload,) = final.glob("*.joblib")
     payload.write_bytes(payload.read_bytes() + b"\0")  # no longer what its record says
     second = train(**options)
-    outcomes = [fresh, first, second]
-    files = [_version_files(Path(o.location.removeprefix("file://"))) for o in outcomes]
-    assert files[0] == files[1] == files[2]
+    files = [_version_files(Path(o.location.removeprefix("file://"))) for o in (first, second)]
+    assert files[0] == files[1]
     artifacts = _post(
         prefect_server.api_url,
         "/artifacts/filter",
