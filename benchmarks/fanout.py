@@ -164,7 +164,7 @@ def main() -> None:
         fan_wall = _seconds(fanned["start_time"], fanned["end_time"])
 
         parent_tasks = _tasks(api, [fanned["id"]])
-        child_ids = [t["id"] for t in parent_tasks if t["name"].startswith("train-fit")]
+        child_ids = [t["id"] for t in parent_tasks]  # children hang off their task runs
         children = _post(
             api, "/flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"any_": child_ids}}}
         )

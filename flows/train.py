@@ -282,16 +282,16 @@ def train(
             dataset.sha256, target, list(drop_columns), config, job.model, job.fold
         )
         for job in jobs
+        if reuse_fits
     }
     reused = reuse_cached_fits(destination, experiment, keys) if reuse_fits else []
     for outcome in reused:
         collect(outcome, results, dataset.y)
     found = {(outcome.model, outcome.fold) for outcome in reused}
+    total = len(jobs)
     jobs = [job for job in jobs if (job.model, job.fold) not in found]
-    total = len(jobs) + len(reused)
     progress = start_progress(experiment, total, [describe_fit(o.model, o.fold) for o in reused])
     futures: list[PrefectFuture[FitOutcome]] = []
-    fresh: list[FitOutcome] = []
     if fits == "fan-out":
         fresh = fan_out_fits(
             dataset,
@@ -308,41 +308,45 @@ def train(
         for done, outcome in enumerate(fresh, start=len(reused) + 1):
             collect(outcome, results, dataset.y)
             advance_progress(progress, done, total)
-        jobs = []
-    # As many workers as without the cache: one worker fits in-process, and an estimator that
-    # never crossed a pickle is written to its model file in other bytes.
-    workers = min(default_workers(), total)
-    if jobs:
+    else:
+        # As many workers as without the cache: one worker fits in-process, and an estimator
+        # that never crossed a pickle is written to its model file in other bytes.
+        workers = min(default_workers(), total)
         logger.info(
             "training %d fits on %d worker process(es), %d reused",
             len(jobs), workers, len(reused),
         )  # fmt: skip
-    # One thread per worker process, jobs longest first: each fit task starts when a worker is
-    # free, so a task run's duration in the UI is its fit's.
-    runner: ThreadPoolTaskRunner[FitOutcome] = ThreadPoolTaskRunner(max_workers=workers)
-    with runner:
-        futures = [
-            runner.submit(
-                fit,
-                {
-                    "dataset": dataset,
-                    "config": config,
-                    "model": job.model,
-                    "fold": job.fold,
-                    "workers": workers,
-                },
-            )
-            for job in jobs
-        ]
-        for done, future in enumerate(as_completed(futures), start=len(reused) + 1):
-            outcome = future.result()
-            collect(outcome, results, dataset.y)
-            advance_progress(progress, done, total)
-            what = describe_fit(outcome.model, outcome.fold)
-            logger.info("[%d/%d] %s done in %.1fs", done, total, what, outcome.seconds)
-            fresh.append(outcome)
-    if reuse_fits and fits == "local" and fresh:
-        cache_fits(destination, experiment, keys, fresh)
+        fresh = []
+        # One thread per worker process, jobs longest first: each fit task starts when a worker
+        # is free, so a task run's duration in the UI is its fit's.
+        runner: ThreadPoolTaskRunner[FitOutcome] = ThreadPoolTaskRunner(max_workers=workers)
+        try:
+            with runner:
+                futures = [
+                    runner.submit(
+                        fit,
+                        {
+                            "dataset": dataset,
+                            "config": config,
+                            "model": job.model,
+                            "fold": job.fold,
+                            "workers": workers,
+                        },
+                    )
+                    for job in jobs
+                ]
+                for done, future in enumerate(as_completed(futures), start=len(reused) + 1):
+                    outcome = future.result()
+                    collect(outcome, results, dataset.y)
+                    advance_progress(progress, done, total)
+                    what = describe_fit(outcome.model, outcome.fold)
+                    logger.info("[%d/%d] %s done in %.1fs", done, total, what, outcome.seconds)
+                    fresh.append(outcome)
+        finally:  # also when a fit failed: a retried run reuses the ones that finished
+            if reuse_fits and fresh:
+                kept = cache_fits(destination, experiment, keys, fresh, return_state=True)
+                if not kept.is_completed():
+                    logger.warning("finished fits not kept for reuse: %s", kept.message)
 
     with tempfile.TemporaryDirectory(prefix="kubetrain-version-") as tmp:
         files = serialize(results, Path(tmp), wait_for=futures)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from math import inf
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from kubetrain.errors import UserError
+from kubetrain.k8s.limits import flow_timeout_seconds
 from kubetrain.settings import get_settings
 from kubetrain.store import IntegrityError, open_store
 from kubetrain.training.engine import FitOutcome, describe_fit
@@ -90,7 +92,10 @@ def fan_out(children: Sequence[Child], parent_flow_run_id: Any) -> None:
         for child in children:
             child.start(deployment)
         log.info("started %d child run(s) of %s", len(children), deployment)
-        wait_for_children(children, deployment, timeout=get_settings().fanout_timeout, log=log)
+        settings = get_settings()
+        # Bounded by KUBETRAIN_FANOUT_TIMEOUT and, on Kubernetes, by this run's own timeout.
+        timeout = min(settings.fanout_timeout, flow_timeout_seconds(settings.job_deadline) or inf)
+        wait_for_children(children, deployment, timeout=timeout, log=log)
     except Exception:
         # Cancelled children may still be writing: let them stop before staging is cleared.
         wait_until_final(children, SETTLE_SECONDS)
