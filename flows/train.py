@@ -8,13 +8,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
 from flows._flow import kubetrain_flow
 from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 from kubetrain.data import resolve_sample
+
+if TYPE_CHECKING:
+    from kubetrain.data import Dataset
+    from kubetrain.training.engine import FitOutcome, Job, TrainingConfig
 
 Normalize = Literal["none", "l2", "standard"]
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"]
@@ -46,6 +50,7 @@ Metrics = Annotated[
     AfterValidator(_no_duplicates),
 ]
 Experiment = Annotated[str, Field(pattern=NAME_PATTERN)]
+FitsWhere = Literal["local", "fan-out"]
 
 
 def run_name() -> str:
@@ -57,6 +62,78 @@ def run_name() -> str:
         f"{given.get('experiment', 'default')}: {'+'.join(given.get('models') or ['lda', 'nn'])}, "
         f"{given.get('folds', 5)} folds"
     )
+
+
+def check_fan_out_data(data: str) -> None:
+    """Children get `data` as a run parameter, which Prefect stores: no credentials in it."""
+    from kubetrain.locations import redact_url
+    from kubetrain.training.fanout import FanOutError
+
+    if redact_url(data) != data:
+        raise FanOutError(
+            "fits='fan-out' passes data to every child run, whose parameters Prefect stores, "
+            "and this data URL holds credentials; give HTTP credentials with "
+            "KUBETRAIN_HTTP_AUTHORIZATION (SFTP: a key) instead, or use fits='local'"
+        )
+
+
+def fan_out_fits(
+    dataset: Dataset,
+    config: TrainingConfig,
+    jobs: list[Job],
+    resources: dict[str, dict[str, str]],
+    *,
+    data: str,
+    drop_columns: list[str],
+    destination: str,
+    experiment: str,
+    version: str,
+    reuse_fits: bool,
+) -> list[FitOutcome]:
+    """Every job as a child run of train-fit; their outcomes, read back from the staging area."""
+    from prefect.logging import get_run_logger
+    from prefect.runtime import flow_run
+
+    from kubetrain.training.fanout import Child, child_key
+    from tasks.fanout import clear_staged, fan_out, gather_fits
+
+    if not jobs:
+        return []
+    parent, attempt = flow_run.id, int(flow_run.run_count or 1)
+    children = [
+        Child(
+            model=job.model,
+            fold=job.fold,
+            parameters={
+                "data": data,
+                "target": dataset.target,
+                "drop_columns": drop_columns,
+                "normalize": config.normalize,
+                "model": job.model,
+                "fold": job.fold,
+                "model_params": dict(config.model_params.get(job.model) or {}),
+                "folds": config.folds,
+                "shuffle": config.shuffle,
+                "seed": config.seed,
+                "metrics": list(config.metrics),
+                "data_sha256": dataset.sha256,
+                "destination": destination,
+                "experiment": experiment,
+                "version": version,
+                "reuse_fits": reuse_fits,
+            },
+            job_variables=resources.get(job.model, {}),
+            key=child_key(parent, attempt, job.model, job.fold),
+        )
+        for job in jobs
+    ]
+    try:
+        fan_out(children, parent)
+        return gather_fits(destination, experiment, version, [(j.model, j.fold) for j in jobs])
+    finally:
+        cleared = clear_staged(destination, experiment, version, return_state=True)
+        if not cleared.is_completed():
+            get_run_logger().warning("staging area not cleared: %s", cleared.message)
 
 
 @dataclass(frozen=True)
@@ -87,6 +164,9 @@ def train(
     gate_model: ModelName | None = None,
     gate_metric: Metric = "accuracy",
     gate_max_drop: float = 0.0,
+    fits: FitsWhere = "local",
+    fit_resources: dict[str, dict[str, str]] = {},  # noqa: B006
+    reuse_fits: bool = True,
 ) -> TrainOutcome:
     """Train catalog models on a CSV, cross-validate them and publish a verified version.
 
@@ -125,6 +205,17 @@ def train(
         gate_metric: Metric the quality gate compares (its cross-validation mean).
         gate_max_drop: How far the new score may fall below the score of the version the alias
             names now and still pass (0 means not worse).
+        fits: Where the fits run: `local` in this run's own pod over its CPUs (the default);
+            `fan-out` every model's final fit and every CV fold as its own child run of the
+            `train-fit` deployment on this run's work pool (on Kubernetes its own Job). See the
+            README section "Scaling out".
+        fit_resources: With `fan-out`, CPU and memory of each model's child runs as JSON, e.g.
+            `{"nn": {"cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"}}`
+            (keys `cpu_request`, `cpu_limit`, `memory_request`, `memory_limit`; Kubernetes
+            quantities). A model without an entry gets the deployment's size for one fit.
+        reuse_fits: Reuse fits an earlier run already finished with the same data (sha256),
+            model, fold, parameters and library versions, from the fit cache kept next to the
+            versions in the destination; off: fit everything again and keep nothing.
     """
     from prefect.futures import PrefectFuture, as_completed
     from prefect.logging import get_run_logger
@@ -139,7 +230,6 @@ def train(
     from kubetrain.store import validate_name
     from kubetrain.training.catalog import check_configuration
     from kubetrain.training.engine import (
-        FitOutcome,
         TrainingConfig,
         check_fit_constraints,
         collect,
@@ -148,7 +238,10 @@ def train(
         empty_results,
         plan_jobs,
     )
+    from kubetrain.training.fanout import check_fit_resources
+    from kubetrain.training.handoff import fit_key
     from tasks.data import load_data
+    from tasks.fanout import cache_fits, reuse_cached_fits
     from tasks.report import advance_progress, plot, report, start_progress
     from tasks.run_record import redact_run_parameters
     from tasks.store import check_destination, publish, serialize
@@ -170,6 +263,9 @@ def train(
         metrics=list(metrics),
     )
     check_fit_constraints(config)
+    resources = check_fit_resources(fit_resources, list(models))
+    if fits == "fan-out":
+        check_fan_out_data(data)
     gate = check_gate(promote_to, gate_model, gate_metric, gate_max_drop, models, metrics)
     signer = signing_key()  # a bad key fails now, not after training
     version = new_version()
@@ -178,33 +274,77 @@ def train(
 
     logger = get_run_logger()
     jobs = plan_jobs(config, len(dataset.y))
-    workers = min(default_workers(), len(jobs))
     results = empty_results(config)
-    progress = start_progress(experiment, len(jobs))
-    logger.info("training %d fits on %d worker process(es)", len(jobs), workers)
-    # One thread per worker process, jobs longest first: each fit task starts when a worker is
-    # free, so a task run's duration in the UI is its fit's.
-    runner: ThreadPoolTaskRunner[FitOutcome] = ThreadPoolTaskRunner(max_workers=workers)
-    with runner:
-        futures: list[PrefectFuture[FitOutcome]] = [
-            runner.submit(
-                fit,
-                {
-                    "dataset": dataset,
-                    "config": config,
-                    "model": job.model,
-                    "fold": job.fold,
-                    "workers": workers,
-                },
-            )
-            for job in jobs
-        ]
-        for done, future in enumerate(as_completed(futures), start=1):
-            outcome = future.result()
+    keys = {
+        (job.model, job.fold): fit_key(
+            dataset.sha256, target, list(drop_columns), config, job.model, job.fold
+        )
+        for job in jobs
+        if reuse_fits
+    }
+    reused = reuse_cached_fits(destination, experiment, keys) if reuse_fits else []
+    for outcome in reused:
+        collect(outcome, results, dataset.y)
+    found = {(outcome.model, outcome.fold) for outcome in reused}
+    total = len(jobs)
+    jobs = [job for job in jobs if (job.model, job.fold) not in found]
+    progress = start_progress(experiment, total, [describe_fit(o.model, o.fold) for o in reused])
+    futures: list[PrefectFuture[FitOutcome]] = []
+    if fits == "fan-out":
+        fresh = fan_out_fits(
+            dataset,
+            config,
+            jobs,
+            resources,
+            data=resolve_sample(data),
+            drop_columns=list(drop_columns),
+            destination=destination,
+            experiment=experiment,
+            version=version,
+            reuse_fits=reuse_fits,
+        )
+        for done, outcome in enumerate(fresh, start=len(reused) + 1):
             collect(outcome, results, dataset.y)
-            advance_progress(progress, done, len(jobs))
-            what = describe_fit(outcome.model, outcome.fold)
-            logger.info("[%d/%d] %s done in %.1fs", done, len(jobs), what, outcome.seconds)
+            advance_progress(progress, done, total)
+    else:
+        # As many workers as without the cache: one worker fits in-process, and an estimator
+        # that never crossed a pickle is written to its model file in other bytes.
+        workers = min(default_workers(), total)
+        logger.info(
+            "training %d fits on %d worker process(es), %d reused",
+            len(jobs), workers, len(reused),
+        )  # fmt: skip
+        fresh = []
+        # One thread per worker process, jobs longest first: each fit task starts when a worker
+        # is free, so a task run's duration in the UI is its fit's.
+        runner: ThreadPoolTaskRunner[FitOutcome] = ThreadPoolTaskRunner(max_workers=workers)
+        try:
+            with runner:
+                futures = [
+                    runner.submit(
+                        fit,
+                        {
+                            "dataset": dataset,
+                            "config": config,
+                            "model": job.model,
+                            "fold": job.fold,
+                            "workers": workers,
+                        },
+                    )
+                    for job in jobs
+                ]
+                for done, future in enumerate(as_completed(futures), start=len(reused) + 1):
+                    outcome = future.result()
+                    collect(outcome, results, dataset.y)
+                    advance_progress(progress, done, total)
+                    what = describe_fit(outcome.model, outcome.fold)
+                    logger.info("[%d/%d] %s done in %.1fs", done, total, what, outcome.seconds)
+                    fresh.append(outcome)
+        finally:  # also when a fit failed: a retried run reuses the ones that finished
+            if reuse_fits and fresh:
+                kept = cache_fits(destination, experiment, keys, fresh, return_state=True)
+                if not kept.is_completed():
+                    logger.warning("finished fits not kept for reuse: %s", kept.message)
 
     with tempfile.TemporaryDirectory(prefix="kubetrain-version-") as tmp:
         files = serialize(results, Path(tmp), wait_for=futures)

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Worker processes for fits (default: the CPUs this process may use).",
     )
+    fanout_timeout: float = Field(
+        21600.0,
+        gt=0,
+        description="Seconds a fan-out train run waits for its child fits (default 6 h).",
+    )
     project_dir: Path | None = Field(
         None, description="Folder holding flows/ for the kubetrain command (default: found)."
     )

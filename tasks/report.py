@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -57,12 +57,16 @@ def report(
     )
 
 
-def start_progress(experiment: str, total: int) -> UUID:
-    """A progress artifact at 0 %, moved by `advance_progress` as fits finish."""
+def start_progress(experiment: str, total: int, reused: Sequence[str] = ()) -> UUID:
+    """A progress artifact (the reused fits already done), moved by `advance_progress`."""
+    description = f"Fits finished of {total} (each model's final fit and every CV fold)"
+    if reused:
+        shown = ", ".join(reused[:20]) + (", …" if len(reused) > 20 else "")
+        description += f"; {len(reused)} reused from the fit cache: {shown}"
     artifact_id = create_progress_artifact(
-        progress=0.0,
+        progress=100.0 * len(reused) / total,
         key=artifact_key(experiment, "training-progress"),
-        description=f"Fits finished of {total} (each model's final fit and every CV fold)",
+        description=description,
     )
     assert isinstance(artifact_id, UUID)  # called from a sync flow: the sync variant ran
     return artifact_id

@@ -39,6 +39,9 @@ PARAMETERS = [
     "gate_model",
     "gate_metric",
     "gate_max_drop",
+    "fits",
+    "fit_resources",
+    "reuse_fits",
 ]
 SMALL_NN = {"nn": {"hidden_layer_sizes": [16], "max_iter": 80}}
 
@@ -235,7 +238,11 @@ def test_cli_prints_location_and_table_and_versions_do_not_collide(
             r"^knn\s+balanced_accuracy\s+\d\.\d{4} ± \d\.\d{4}\s+4", result.output, re.M
         )
     assert locations[0] != locations[1]
-    versions = sorted(p.name for p in (destination / "default").iterdir() if p.is_dir())
+    versions = sorted(
+        p.name
+        for p in (destination / "default").iterdir()
+        if p.is_dir() and not p.name.startswith(".")  # .fit-cache: README "Scaling out"
+    )
     assert len(versions) == 2
     assert (destination / "default" / "LATEST").read_text().strip() == versions[-1]
     manifest = json.loads((destination / "default" / versions[0] / "manifest.json").read_text())
