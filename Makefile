@@ -14,7 +14,8 @@ setup:
 setup-dev:
 	@scripts/setup.sh dev
 
-# + the Debian packages the tests need (openssh-server, docker.io, debootstrap, chromium).
+# + the Debian packages the tests need (openssh-server, docker.io, docker-registry, debootstrap,
+# chromium).
 setup-test:
 	@scripts/setup.sh test
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from flows._failures import fail_on_user_error
+from flows._flow import kubetrain_flow
 from flows.train import Experiment, Folds, Metrics, ModelName, Normalize
-from kubetrain.k8s.limits import kubernetes_flow
 
 
-@kubernetes_flow(name="train-fit")  # timeout before the Job deadline
-@fail_on_user_error
+@kubetrain_flow(name="train-fit")
 def train_fit(
     data: str,
     target: str,

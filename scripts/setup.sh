@@ -45,6 +45,11 @@ if [[ $level == test ]]; then
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
       "${missing[@]}" >/dev/null
+    # The tests start their own registry on 127.0.0.1; the package's service would listen on
+    # :5000 on every interface, so it stays off where systemd runs.
+    if [[ " ${missing[*]} " == *" docker-registry "* ]] && [[ -d /run/systemd/system ]]; then
+      "${sudo_cmd[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
   fi
 fi
 
