@@ -6,7 +6,10 @@ surviving mutants (`make mutation`; configuration in pyproject.toml [tool.mutmut
     python -m tests.mutation.run --report         # only print what the last runs found
 
 Score = killed / (killed + survived + no tests + suspicious); a timeout counts as killed (the
-mutant made the code hang). mutmut keeps results in mutants/ and re-runs only what changed.
+mutant made the code hang). Naming modules re-runs all their mutants; `--retest-survivors` re-runs
+only the survivors of the last run (after adding tests). The run's wall time and the machine's
+load average are printed at the end: the machine may be shared, and load stretches the time.
+Which tests mutation runs use, and why some are left out: tests/mutation/plugin.py.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -102,11 +106,18 @@ def refresh_copies() -> None:
             shutil.copy2(source, target)
 
 
-def run_mutmut(patterns: list[str], children: int) -> int:
+def run_mutmut(patterns: list[str], children: int, load: list[float]) -> int:
+    """Run mutmut; append the 1-minute load average to load every 30 s meanwhile."""
     if MUTANTS.is_dir():
         refresh_copies()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *patterns]
-    return subprocess.run(command, cwd=REPO_ROOT).returncode
+    with subprocess.Popen(command, cwd=REPO_ROOT) as process:
+        while True:
+            load.append(os.getloadavg()[0])
+            try:
+                return process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def results() -> dict[str, dict[str, str]]:
@@ -182,9 +193,18 @@ def main() -> int:
     patterns = [p for m in modules for p in SCOPE[m]]
     if args.retest_survivors:
         patterns = forget_survivors(modules)  # only those: quicker than the whole scope
+    started = time.monotonic()
+    load: list[float] = []
     if not args.report and patterns:
-        run_mutmut(patterns, args.children)
-    return report(modules, args.fail_under, not args.quiet)
+        run_mutmut(patterns, args.children, load)
+    code = report(modules, args.fail_under, not args.quiet)
+    if load:
+        print(
+            f"\nwall time {(time.monotonic() - started) / 60:.1f} min with {args.children} "
+            f"children on {os.cpu_count()} CPUs; 1-minute load average during the run: "
+            f"mean {sum(load) / len(load):.1f}, max {max(load):.1f}"
+        )
+    return code
 
 
 if __name__ == "__main__":

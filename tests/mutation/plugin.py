@@ -1,0 +1,61 @@
+"""pytest plugin for mutation runs only (loaded by [tool.mutmut] pytest_add_cli_args).
+
+mutmut runs, for every mutant, the tests that executed the mutated function; a surviving mutant
+costs the sum of their run times and a killed one the time until the first failure (`-x`). So:
+
+- Tests that start a Prefect API server (`prefect_server` fixture) are left out: each forked
+  mutant run would start its own server (10-20 s). The flows they drive are not in the mutation
+  scope; the store, data and training code they pass through is covered by the fast unit tests.
+- A few slow tests are left out (SLOW, each with the reason); faster tests cover their code.
+- Tests known from mutmut's stats to be slow run last, so a killed mutant dies in a fast test.
+
+Nothing here changes what a test asserts; the normal suite (`make test`) runs all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SLOW_SECONDS = 0.5
+
+_PRUNE = "tests/unit/test_registry_prune.py::"
+# node id -> why it is left out of mutation runs (the normal suite still runs it).
+SLOW = {
+    "tests/unit/test_data_limits.py::test_duplicate_column_check_is_linear": (
+        "a timing test (seconds per run; its verdict depends on the machine's load, not on a "
+        "mutant); the duplicate-column messages are asserted by test_data.py"
+    ),
+    _PRUNE + "test_killed_at_every_step_no_reader_sees_a_partial_version": (
+        "kills a prune subprocess at every step (about 10 s); the registry is not in the scope "
+        "and the store's reading rules have their own tests in test_store_*.py"
+    ),
+    _PRUNE + "test_sigkilled_prune_process_leaves_only_whole_versions": (
+        "a subprocess SIGKILL test of the registry, not of the scoped modules"
+    ),
+    "tests/unit/test_training.py::test_parallel_scores_equal_sequential_cross_val_score": (
+        "three seconds of loky fits; test_one_worker_and_two_workers_agree and "
+        "test_out_of_fold_predictions_equal_cross_val_predict check the same engine paths"
+    ),
+}
+
+
+def _durations(rootdir: Path) -> dict[str, float]:
+    try:
+        stats = json.loads((rootdir / "mutmut-stats.json").read_text())
+    except (OSError, ValueError):
+        return {}  # the stats run itself, or no mutmut run yet
+    return {str(k): float(v) for k, v in stats.get("duration_by_test", {}).items()}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    left_out = [i for i in items if "prefect_server" in i.fixturenames or i.nodeid in SLOW]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [i for i in items if i not in left_out]
+    durations = _durations(Path(config.rootpath))
+    # A stable sort on "slow or not" keeps the files' order otherwise (module fixtures).
+    items.sort(key=lambda item: durations.get(item.nodeid, 0.0) >= SLOW_SECONDS)
