@@ -7,7 +7,9 @@ costs the sum of their run times and a killed one the time until the first failu
   mutant run would start its own server (10-20 s). The flows they drive are not in the mutation
   scope; the store, data and training code they pass through is covered by the fast unit tests.
 - A few slow tests are left out (SLOW, each with the reason); faster tests cover their code.
-- Tests known from mutmut's stats to be slow run last, so a killed mutant dies in a fast test.
+- Order: first the tests of the mutated module's own test files (RELATED; they assert its
+  behaviour most directly), then the others, tests known from mutmut's stats to be slow last; a
+  killed mutant then usually dies in its first, fast test.
 
 Nothing here changes what a test asserts; the normal suite (`make test`) runs all of them.
 """
@@ -15,6 +17,7 @@ Nothing here changes what a test asserts; the normal suite (`make test`) runs al
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,21 @@ SLOW = {
 }
 
 
+# mutated module (prefix of mutmut's MUTANT_UNDER_TEST) -> its own test files' name prefixes.
+RELATED = {
+    "kubetrain.store.": ("tests/unit/test_store",),
+    "kubetrain.data.": ("tests/unit/test_data",),
+    "kubetrain.inference.": ("tests/unit/test_inference",),
+    "kubetrain.ssh.": ("tests/unit/test_ssh", "tests/integration/test_ssh"),
+    "kubetrain.training.engine.": ("tests/unit/test_training", "tests/unit/test_engine"),
+    "kubetrain.k8s.": ("tests/unit/test_job_", "tests/unit/test_k8s"),
+}
+
+
+def _related(mutant: str) -> tuple[str, ...]:
+    return next((files for module, files in RELATED.items() if mutant.startswith(module)), ())
+
+
 def _durations(rootdir: Path) -> dict[str, float]:
     try:
         stats = json.loads((rootdir / "mutmut-stats.json").read_text())
@@ -57,5 +75,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=left_out)
         items[:] = [i for i in items if i not in left_out]
     durations = _durations(Path(config.rootpath))
-    # A stable sort on "slow or not" keeps the files' order otherwise (module fixtures).
-    items.sort(key=lambda item: durations.get(item.nodeid, 0.0) >= SLOW_SECONDS)
+    related = _related(os.environ.get("MUTANT_UNDER_TEST", ""))
+    # A stable sort keeps each file's tests together otherwise (module-scoped fixtures).
+    items.sort(
+        key=lambda item: (
+            durations.get(item.nodeid, 0.0) >= SLOW_SECONDS,
+            not item.nodeid.startswith(related) if related else False,
+        )
+    )
