@@ -7,6 +7,9 @@ costs the sum of their run times and a killed one the time until the first failu
   mutant run would start its own server (10-20 s). The flows they drive are not in the mutation
   scope; the store, data and training code they pass through is covered by the fast unit tests.
 - A few slow tests are left out (SLOW, each with the reason); faster tests cover their code.
+- Modules the code under test imports lazily (scikit-learn estimators, pandas, the Prefect
+  Kubernetes worker...) are imported once here, in mutmut's fork server, instead of in every
+  forked mutant run (scikit-learn's estimators alone take several seconds to import).
 - Order: first the tests of the mutated module's own test files (RELATED; they assert its
   behaviour most directly), then the others, tests known from mutmut's stats to be slow last; a
   killed mutant then usually dies in its first, fast test.
@@ -16,6 +19,7 @@ Nothing here changes what a test asserts; the normal suite (`make test`) runs al
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +27,31 @@ from pathlib import Path
 import pytest
 
 SLOW_SECONDS = 0.5
+
+PRELOAD = (
+    "sklearn.base",
+    "sklearn.discriminant_analysis",
+    "sklearn.ensemble",
+    "sklearn.exceptions",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sklearn.neighbors",
+    "sklearn.neural_network",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "sklearn.svm",
+    "joblib",
+    "joblib.externals.loky",
+    "pandas",
+    "httpx",
+    "paramiko",
+    "prefect.logging",
+    "prefect.blocks.system",
+    "prefect_kubernetes.worker",
+    "kubetrain.store.sftp",
+    "kubetrain.registry.signing",
+)
 
 _PRUNE = "tests/unit/test_registry_prune.py::"
 # node id -> why it is left out of mutation runs (the normal suite still runs it).
@@ -66,6 +95,11 @@ def _durations(rootdir: Path) -> dict[str, float]:
     except (OSError, ValueError):
         return {}  # the stats run itself, or no mutmut run yet
     return {str(k): float(v) for k, v in stats.get("duration_by_test", {}).items()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
 
 
 @pytest.hookimpl(trylast=True)
