@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -67,3 +68,27 @@ def test_key_source_from_env_takes_every_variable(monkeypatch: pytest.MonkeyPatc
         passphrase_file=Path("/home/someone/pw.txt"),
         passphrase_secret_block="pw-block",
     )
+
+
+def test_unknown_host_refusal_gives_the_whole_safe_trust_recipe(tmp_path: Path) -> None:
+    from kubetrain.ssh import HostKeyError, KeySource, SshEndpoint, _RefuseUnknownHost
+
+    known_hosts = tmp_path / "known_hosts"
+    endpoint = SshEndpoint("10.0.0.7", "admin", KeySource(), known_hosts, port=2222)
+    offered = paramiko.ECDSAKey.generate()
+    client = paramiko.SSHClient()
+    with pytest.raises(HostKeyError) as raised:
+        _RefuseUnknownHost(endpoint).missing_host_key(client, "[10.0.0.7]:2222", offered)
+    message = str(raised.value)
+    assert message.startswith(f"host key of [10.0.0.7]:2222 is not in {known_hosts} ")
+    assert f"(the server offered ecdsa-sha2-nistp256 {offered.fingerprint}); refusing" in message
+    # The recipe's steps, each a command the user runs, in order, ending with the trust step.
+    steps = [
+        "get the server's key with `ssh-keyscan -p 2222 10.0.0.7`",
+        "check its fingerprint (`ssh-keyscan -p 2222 10.0.0.7 | ssh-keygen -lf -`)",
+        "against the one the server's administrator reads out of band",
+        "(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the server)",
+    ]
+    positions = [message.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert message.endswith(", and only then add the line to the known_hosts file")
