@@ -11,18 +11,36 @@ import pytest
 from kubetrain.training.catalog import ModelConfigError, build_estimator
 from kubetrain.training.engine import FitPool, TrainingConfig, check_fit_constraints, fit_one
 
+NN_RULE = r"^model_params for 'nn': hidden_layer_sizes must be a list of positive whole numbers"
 REFUSED = [
-    ("nn", {"hidden_layer_sizes": []}, r"hidden_layer_sizes must be a list of positive whole"),
-    ("nn", {"hidden_layer_sizes": [8, 0]}, r"got \[8, 0\]; use e\.g\. \[100\] or \[256, 64\]"),
-    ("nn", {"hidden_layer_sizes": [True]}, r"got \[True\]"),
-    ("nn", {"hidden_layer_sizes": [2.5]}, r"got \[2\.5\]"),
-    ("rf", {"bootstrap": False, "oob_score": True}, r"^model_params for 'rf': oob_score needs"),
-    ("rf", {"bootstrap": False, "max_samples": 0.5}, r"max_samples needs bootstrap=true"),
-    ("lda", {"solver": "svd", "shrinkage": 0.5}, r"shrinkage does not work with solver 'svd'"),
+    ("nn", {"hidden_layer_sizes": []}, NN_RULE + r" \(neurons per layer\), got \[\]; "),
+    ("nn", {"hidden_layer_sizes": [8, 0]}, r"got \[8, 0\]; use e\.g\. \[100\] or \[256, 64\]$"),
+    ("nn", {"hidden_layer_sizes": [True]}, NN_RULE + r".*got \[True\]"),
+    ("nn", {"hidden_layer_sizes": [2.5]}, NN_RULE + r".*got \[2\.5\]"),
+    ("nn", {"hidden_layer_sizes": [0] * 12}, r"got \[0(, 0){9}\]; use"),  # ten shown, not twelve
+    (
+        "rf",
+        {"bootstrap": False, "oob_score": True},
+        r"^model_params for 'rf': oob_score needs bootstrap=true; set bootstrap to true or drop "
+        r"oob_score$",
+    ),
+    (
+        "rf",
+        {"bootstrap": False, "max_samples": 0.5},
+        r"^model_params for 'rf': max_samples needs bootstrap=true; set bootstrap to true or drop "
+        r"max_samples$",
+    ),
+    (
+        "lda",
+        {"solver": "svd", "shrinkage": 0.5},
+        r"^model_params for 'lda': shrinkage does not work with solver 'svd'; set solver to "
+        r"'lsqr' or 'eigen'$",
+    ),
 ]
 
 ACCEPTED = [
     ("nn", {"hidden_layer_sizes": [4, 3]}),
+    ("nn", {"hidden_layer_sizes": [1]}),  # one neuron is a valid layer
     ("nn", {"hidden_layer_sizes": 4}),
     ("rf", {"bootstrap": True, "oob_score": True, "n_estimators": 5}),
     ("rf", {"bootstrap": True, "max_samples": 0.5, "n_estimators": 5}),
