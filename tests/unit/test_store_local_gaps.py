@@ -150,3 +150,19 @@ def test_listdir_is_sorted_and_kind_sees_symlinks(tmp_path: Path) -> None:
         "symlink",
         None,
     ]
+
+
+def test_download_stages_next_to_the_destination_not_in_the_system_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The staged copy is renamed into place: on the destination's own filesystem that rename is
+    # atomic, and a full or missing system temp dir does not matter.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "f").write_bytes(b"content")
+    (tmp_path / "out").mkdir()
+    LocalBackend(tmp_path / "store").download("f", tmp_path / "out" / "f", None)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["f"]
+    assert (tmp_path / "out" / "f").read_bytes() == b"content"
