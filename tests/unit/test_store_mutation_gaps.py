@@ -112,3 +112,38 @@ def test_fetch_verifies_a_manifest_that_lists_files_only_under_models(tmp_path: 
     with pytest.raises(IntegrityError, match="sha256 differs from the manifest"):
         store.fetch("exp", V1, tmp_path / "bad")
     assert not (tmp_path / "bad" / V1 / source.name).exists()
+
+
+def test_a_manifest_whose_models_lack_file_entries_names_the_problem(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _publish(root, tmp_path)
+    (root / "exp" / V1 / "manifest.json").write_text(json.dumps({"models": {"lda": {}}}))
+    with pytest.raises(StoreError) as raised:
+        open_store(str(root)).fetch("exp", V1, tmp_path / "out")
+    assert str(raised.value).endswith(
+        f"/exp/{V1}/manifest.json does not list its files (name -> sha256): KeyError"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_fetching_a_version_again_into_the_same_folder_refreshes_it(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _publish(root, tmp_path)
+    store = open_store(str(root))
+    first = store.fetch("exp", V1, tmp_path / "out")
+    (first / "clf_lda.joblib").write_bytes(b"stale local copy")
+    again = store.fetch("exp", V1, tmp_path / "out")
+    assert again == first
+    assert (again / "clf_lda.joblib").read_bytes() == b"model bytes"
+
+
+def test_a_listed_file_missing_from_the_store_says_to_publish_again(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _publish(root, tmp_path)
+    (root / "exp" / V1 / "clf_lda.joblib").unlink()
+    with pytest.raises(StoreError) as raised:
+        open_store(str(root)).fetch("exp", V1, tmp_path / "out")
+    assert str(raised.value).endswith(
+        f"/exp/{V1}/clf_lda.joblib is missing or not a regular file (symlinks are not "
+        "followed); publish the version again"
+    )
