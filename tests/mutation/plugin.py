@@ -64,6 +64,11 @@ SLOW = {
         "kills a prune subprocess at every step (about 10 s); the registry is not in the scope "
         "and the store's reading rules have their own tests in test_store_*.py"
     ),
+    "tests/unit/test_cluster_inventory.py::"
+    "test_cli_rejects_bad_inventories_before_any_ssh_connection": (
+        "the cluster CLI (not in the scope) through Prefect's ephemeral server: 20-45 s of the "
+        "stats run, it reaches no mutated function, and its server outlived the run"
+    ),
     _PRUNE + "test_sigkilled_prune_process_leaves_only_whole_versions": (
         "a subprocess SIGKILL test of the registry, not of the scoped modules"
     ),
