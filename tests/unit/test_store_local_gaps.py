@@ -9,6 +9,7 @@ import resource
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,14 +47,31 @@ def test_publish_passes_each_files_name_to_the_progress_callback(tmp_path: Path)
 
 
 def test_fetch_passes_each_files_name_to_the_progress_callback(tmp_path: Path) -> None:
-    source = tmp_path / "a.bin"
-    source.write_bytes(b"x" * 10)
-    manifest = {"files": {"a.bin": {"sha256": sha256_file(source)}}}
-    store = open_store(str(tmp_path / "store"))
-    store.publish("exp", "v1", {"a.bin": source}, manifest)
-    fetched = store.fetch("exp", "v1", tmp_path / "out", progress=lambda *r: None)
-    assert (fetched / "a.bin").read_bytes() == b"x" * 10
+    from kubetrain.store import ArtifactStore
+
+    class Reporting(LocalBackend):
+        """Reports progress on download as the SFTP backend does (LocalBackend does not)."""
+
+        def download(self, path: str, destination: Path, progress: Any) -> None:
+            super().download(path, destination, None)
+            if progress:
+                size = destination.stat().st_size
+                progress(size // 2, size)
+                progress(size, size)
+
+    files = {}
+    for name in ("a.bin", "b.bin"):
+        files[name] = tmp_path / name
+        files[name].write_bytes(name.encode() * 10)
+    manifest = {"files": {n: {"sha256": sha256_file(p)} for n, p in files.items()}}
+    store = ArtifactStore(Reporting(tmp_path / "store"))
+    store.publish("exp", "v1", files, manifest)
+    seen: list[tuple[str, int, int]] = []
+    fetched = store.fetch("exp", "v1", tmp_path / "out", progress=lambda *r: seen.append(r))
+    assert seen == [("a.bin", 25, 50), ("a.bin", 50, 50), ("b.bin", 25, 50), ("b.bin", 50, 50)]
+    assert (fetched / "a.bin").read_bytes() == b"a.bin" * 10
     assert json.loads((fetched / "manifest.json").read_text()) == manifest
+    store.fetch("exp", "v1", tmp_path / "quiet")  # no callback: no progress, no error
 
 
 @pytest.mark.parametrize("size", [0, 1, 16])

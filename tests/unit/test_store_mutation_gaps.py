@@ -109,7 +109,11 @@ def test_fetch_verifies_a_manifest_that_lists_files_only_under_models(tmp_path: 
     assert (fetched / source.name).read_bytes() == b"model bytes"
 
     (root / "exp" / V1 / source.name).write_bytes(b"tampered")
-    with pytest.raises(IntegrityError, match="sha256 differs from the manifest"):
+    with pytest.raises(
+        IntegrityError,
+        match=r"sha256 differs from the manifest; the file was changed after publishing and "
+        r"was not kept$",
+    ):
         store.fetch("exp", V1, tmp_path / "bad")
     assert not (tmp_path / "bad" / V1 / source.name).exists()
 
