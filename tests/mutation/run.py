@@ -10,9 +10,10 @@ Every survivor is printed with its reason from tests/mutation/survivors.toml (wh
 equivalent or not worth a test), or flagged NO REASON: then write a test, or record a reason.
 
 Score = killed / (killed + survived + no tests + suspicious); a timeout counts as killed (the
-mutant made the code hang). Naming modules re-runs all their mutants; `--retest-survivors` re-runs
-only the survivors of the last run (after adding tests). The run's wall time and the machine's
-load average are printed at the end: the machine may be shared, and load stretches the time.
+mutant made the code hang). Naming modules re-runs all their mutants; `--retest-survivors`
+re-runs only the survivors of the last run (after adding tests); `--resume` finishes an
+interrupted run (same source). The run's wall time and the load average during it are printed
+at the end: the machine may be shared, and load stretches the time.
 Which tests mutation runs use, and why some are left out: tests/mutation/plugin.py.
 """
 
@@ -95,6 +96,16 @@ def forget_survivors(modules: list[str]) -> list[str]:
                 forgotten.append(name)
         meta.write_text(json.dumps(data))
     return forgotten
+
+
+def unchecked(modules: list[str]) -> list[str]:
+    """In-scope mutants without a result yet (an interrupted run), by name."""
+    return [
+        name
+        for meta in MUTANTS.glob("kubetrain/**/*.py.meta")
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+        if code is None and in_scope(name, modules)
+    ]
 
 
 def refresh_copies() -> None:
@@ -259,11 +270,16 @@ def main() -> int:
     parser.add_argument(
         "--retest-survivors", action="store_true", help="re-run survivors (after adding tests)"
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="run only mutants an interrupted run left unchecked"
+    )
     args = parser.parse_args()
     modules = args.modules or list(SCOPE)
     patterns = [p for m in modules for p in SCOPE[m]]
     if args.retest_survivors:
         patterns = forget_survivors(modules)  # only those: quicker than the whole scope
+    elif args.resume:
+        patterns = unchecked(modules)  # the source must be unchanged since the interrupted run
     started = time.monotonic()
     load: list[float] = []
     if not args.report and patterns:
