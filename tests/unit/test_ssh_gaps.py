@@ -92,3 +92,17 @@ def test_unknown_host_refusal_gives_the_whole_safe_trust_recipe(tmp_path: Path) 
     positions = [message.index(step) for step in steps]
     assert positions == sorted(positions)
     assert message.endswith(", and only then add the line to the known_hosts file")
+
+
+@pytest.mark.parametrize("passphrase", [None, "a passphrase"])
+def test_a_garbled_key_is_unreadable_not_a_wrong_passphrase(passphrase: str | None) -> None:
+    from kubetrain.ssh import SshAuthenticationError, _parse_private_key
+
+    garbled = "this text is not an SSH private key\n"
+    with pytest.raises(SshAuthenticationError) as raised:
+        _parse_private_key(
+            garbled, passphrase, "KUBETRAIN_SSH_KEY_DATA", "KUBETRAIN_SSH_PASSPHRASE"
+        )
+    message = str(raised.value)
+    assert "from KUBETRAIN_SSH_KEY_DATA is not a readable ed25519, ECDSA or RSA" in message
+    assert "passphrase" not in message  # no passphrase would make this key readable
