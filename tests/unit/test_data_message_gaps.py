@@ -4,6 +4,7 @@ are truncated)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -74,3 +75,12 @@ def test_a_long_parser_error_is_cut_at_300_characters(tmp_path: Path) -> None:
     shown = _short(ValueError("e" * 1000))
     assert shown.startswith("e" * 298 + "…(+")
     assert len(shown) < 320
+
+
+def test_shape_errors_of_load_dataset_name_the_data_it_was_given(tmp_path: Path) -> None:
+    from kubetrain.data import load_dataset
+
+    path = tmp_path / "wide.csv"
+    path.write_text("a,b,c,y\n1,2,3,p\n")
+    with pytest.raises(DataError, match=rf"^data {re.escape(str(path))} "):
+        load_dataset(str(path), "y", [], 2, max_columns=2)
