@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,3 +85,109 @@ def test_shape_errors_of_load_dataset_name_the_data_it_was_given(tmp_path: Path)
     path.write_text("a,b,c,y\n1,2,3,p\n")
     with pytest.raises(DataError, match=rf"^data {re.escape(str(path))} "):
         load_dataset(str(path), "y", [], 2, max_columns=2)
+
+
+@pytest.mark.parametrize(
+    ("path", "saved_as"),
+    [("/dir/my%20data.csv", "my data.csv"), ("/", "data.csv")],
+)
+def test_an_http_source_is_saved_in_the_workdir_under_its_own_name(
+    tmp_path: Path, path: str, saved_as: str
+) -> None:
+    from kubetrain.data import fetch_source
+    from tests.train_helpers import LocalHttpServer
+
+    with LocalHttpServer({path: b"a,y\n1,p\n"}) as server:
+        local = fetch_source(server.url(path), tmp_path)
+    assert local == tmp_path / saved_as
+    assert local.read_bytes() == b"a,y\n1,p\n"
+
+
+def test_an_sftp_source_is_downloaded_into_the_workdir_within_the_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SFTP download itself is tested against a real sshd (tests/integration); here only
+    # what fetch_source asks of it.
+    import kubetrain.store.sftp
+    from kubetrain.data import fetch_source
+
+    calls: list[tuple[str, Path, int]] = []
+
+    def download_file(url: str, target: Path, *, max_bytes: int) -> None:
+        calls.append((url, target, max_bytes))
+        target.write_bytes(b"a,y\n1,p\n")
+
+    monkeypatch.setattr(kubetrain.store.sftp, "download_file", download_file)
+    monkeypatch.setenv("KUBETRAIN_MAX_DOWNLOAD_BYTES", "12345")
+    url = "sftp://user@store.example/srv/sets/train.csv"
+    assert fetch_source(url, tmp_path) == tmp_path / "train.csv"
+    assert calls == [(url, tmp_path / "train.csv", 12345)]
+
+
+def test_an_unsupported_source_is_called_data_in_the_message(tmp_path: Path) -> None:
+    from kubetrain.data import fetch_source
+
+    with pytest.raises(DataError, match=r"^data 'ftp://host/x\.csv': unsupported scheme 'ftp'"):
+        fetch_source("ftp://host/x.csv", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("frame", "kwargs", "message"),
+    [
+        (
+            pd.DataFrame({"x": [1.0, 2.0], "y": ["a", "b"]}),
+            {"drop_columns": ["y"]},
+            r"^data d\.csv: the target 'y' is also in drop_columns$",
+        ),
+        (
+            pd.DataFrame({"x": [1.0, 2.0], "y": ["a", "b"]}),
+            {"drop_columns": ["x"]},
+            r"^data d\.csv: no feature columns left after dropping \['x'\]$",
+        ),
+        (
+            pd.DataFrame({"x": [1.0, 2.0], "y": ["a", None]}),
+            {},
+            r"is empty in data row 2; fill or drop unlabeled rows$",
+        ),
+        (
+            pd.DataFrame({"x": ["1", "2", "x"], "y": ["a", "b", "a"]}),
+            {},
+            r"^data d\.csv: feature column 'x' is not numeric \(e\.g\. 'x'\); encode it",
+        ),
+        (
+            pd.DataFrame({"x": [1.0, float("inf")], "y": ["a", "b"]}),
+            {},
+            r"has inf in data row 2 \(1 non-finite value\(s\) in total\); impute or drop those "
+            r"rows$",
+        ),
+        (
+            pd.DataFrame({"x": [1.0, 2.0], "y": ["a", "a"]}),
+            {},
+            r"has a single class \('a'\); classification needs at least two$",
+        ),
+    ],
+    ids=["target-dropped", "nothing-left", "unlabeled", "non-numeric", "inf", "one-class"],
+)
+def test_each_validation_failure_names_problem_and_fix(
+    frame: pd.DataFrame, kwargs: dict, message: str
+) -> None:
+    with pytest.raises(DataError, match=message):
+        _validate(frame, **kwargs)
+
+
+def test_integer_features_become_float64() -> None:
+    frame = pd.DataFrame({"x": [1, 2, 3, 4], "y": ["a", "b", "a", "b"]})
+    dataset = validate_frame(
+        frame, target="y", drop_columns=[], folds=2, source="d.csv", sha256="0" * 64
+    )
+    assert dataset.X.dtype == np.float64
+
+
+def test_at_most_ten_small_classes_are_listed() -> None:
+    labels = [f"c{i:02d}" for i in range(12)] + ["big"] * 5
+    frame = pd.DataFrame({"x": [float(i) for i in range(len(labels))], "y": labels})
+    with pytest.raises(DataError) as raised:
+        _validate(frame, folds=3)
+    message = str(raised.value)
+    assert "'c09' has 1" in message
+    assert "'c10'" not in message
