@@ -4,7 +4,11 @@ that list their files only under `models` (the form manifest_files falls back to
 from __future__ import annotations
 
 import json
+import logging
+import os
+import resource
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from kubetrain.store import (
     ArtifactStore,
     IntegrityError,
+    LocalBackend,
     StoreError,
     VersionNotFoundError,
     manifest_files,
@@ -151,3 +156,90 @@ def test_a_listed_file_missing_from_the_store_says_to_publish_again(tmp_path: Pa
         f"/exp/{V1}/clf_lda.joblib is missing or not a regular file (symlinks are not "
         "followed); publish the version again"
     )
+
+
+V2 = "20260102T000000Z-00000002"
+V3 = "20260103T000000Z-00000003"
+
+
+def _plant_complete(root: Path, version: str) -> None:
+    """A complete version another publisher left without moving LATEST (it crashed)."""
+    (root / "exp" / version).mkdir(parents=True)
+    (root / "exp" / version / "manifest.json").write_text('{"files": {}}')
+
+
+def test_latest_moves_to_the_newest_of_several_newer_complete_versions(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _plant_complete(root, V2)
+    _plant_complete(root, V3)
+    clock = lambda: datetime(2026, 1, 4, tzinfo=UTC)  # noqa: E731
+    source = tmp_path / "m.bin"
+    source.write_bytes(b"m")
+    store = ArtifactStore(LocalBackend(root), clock=clock)
+    store.publish("exp", V1, {"m.bin": source}, {"files": {}})
+    assert (root / "exp" / "LATEST").read_text() == f"{V3}\n"
+
+
+def test_an_invalid_latest_is_replaced_with_a_warning_naming_it_and_its_successor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "store"
+    (root / "exp").mkdir(parents=True)
+    (root / "exp" / "LATEST").write_text("../outside\n")
+    caplog.set_level(logging.WARNING, logger="kubetrain.store.protocol")
+    _publish(root, tmp_path)
+    url = root.as_uri()
+    assert caplog.messages == [
+        f"{url}/exp/LATEST was invalid ('../outside' is not a version name); replacing it with {V1}"
+    ]
+
+
+def test_a_latest_that_cannot_be_written_warns_what_to_fix_and_leaves_no_part(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "store"
+    (root / "exp" / "LATEST").mkdir(parents=True)
+    (root / "exp" / "LATEST" / "keep").write_text("a folder in LATEST's way")
+    caplog.set_level(logging.WARNING, logger="kubetrain.store.protocol")
+    _publish(root, tmp_path)
+    url = root.as_uri()
+    invalid, message = caplog.messages
+    assert invalid.endswith(
+        f"/exp/LATEST was invalid (it is a dir, not a regular file); replacing it with {V1}"
+    )
+    assert message.startswith(
+        f"{url}/exp/{V1} is published and complete, but LATEST could not be updated: cannot "
+        f"rename {root}/exp/LATEST.{V1}.part to {root}/exp/LATEST: "
+    )
+    assert message.endswith(
+        f". Make {url}/exp/LATEST a writable file (or remove it) and publish again, or fetch "
+        "this version by name"
+    )
+    assert sorted(p.name for p in (root / "exp").iterdir()) == [V1, "LATEST"]  # no .part
+
+
+def test_the_latest_part_file_is_written_inside_the_experiment(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    written: list[str] = []
+
+    class Recording(LocalBackend):
+        def write_bytes(self, path: str, data: bytes) -> None:
+            written.append(path)
+            super().write_bytes(path, data)
+
+    source = tmp_path / "m.bin"
+    source.write_bytes(b"m")
+    ArtifactStore(Recording(root)).publish("exp", V1, {"m.bin": source}, {"files": {}})
+    assert written == [f"exp/{V1}/manifest.json.part", f"exp/LATEST.{V1}.part"]
+
+
+def test_read_bytes_reads_no_more_than_the_limit_from_an_endless_file(tmp_path: Path) -> None:
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    in_use = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + (512 << 20), hard))  # an endless read fails
+    try:
+        with pytest.raises(StoreError, match=r"zero is larger than the 1024 bytes allowed"):
+            LocalBackend(tmp_path).read_bytes("zero", 1024)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
