@@ -191,3 +191,34 @@ def test_at_most_ten_small_classes_are_listed() -> None:
     message = str(raised.value)
     assert "'c09' has 1" in message
     assert "'c10'" not in message
+
+
+@pytest.mark.parametrize(
+    ("files", "available"),
+    [
+        ({"memory.max": "1000000", "memory.current": "400000"}, 600_000),
+        ({"memory.max": "1000", "memory.current": "4000"}, 0),  # over the limit already
+        ({"memory.max": "max", "memory.current": "400000"}, 2048 * 1024),  # no v2 limit
+        ({"memory/memory.limit_in_bytes": "5000", "memory/memory.usage_in_bytes": "1000"}, 4000),
+        (
+            {"memory/memory.limit_in_bytes": str(1 << 60), "memory/memory.usage_in_bytes": "1"},
+            2048 * 1024,  # v1 reports "no limit" as a huge number
+        ),
+        ({}, 2048 * 1024),  # no cgroup files at all
+    ],
+    ids=["v2", "v2-over", "v2-max", "v1", "v1-unlimited", "none"],
+)
+def test_memory_available_reads_the_cgroup_limit_else_memavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], available: int
+) -> None:
+    # A stand-in /sys/fs/cgroup and /proc/meminfo: this machine sets no cgroup memory limit.
+    import kubetrain.data
+
+    for name, content in files.items():
+        path = tmp_path / "sys/fs/cgroup" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content + "\n")
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/meminfo").write_text("MemTotal: 9999 kB\nMemAvailable: 2048 kB\n")
+    monkeypatch.setattr(kubetrain.data, "Path", lambda p: tmp_path / str(p).lstrip("/"))
+    assert kubetrain.data.memory_available() == available
