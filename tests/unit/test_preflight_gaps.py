@@ -50,7 +50,11 @@ def test_line_lengths_are_checked_at_the_limit_and_anywhere_in_the_file(
     if accepted:
         _preflight(path, max_line_bytes=4)
     else:
-        with pytest.raises(DataError, match=r"has a line longer than KUBETRAIN_MAX_LINE_BYTES=4;"):
+        with pytest.raises(
+            DataError,
+            match=r"^data s\.csv has a line longer than KUBETRAIN_MAX_LINE_BYTES=4; is it really a "
+            r"CSV with one row per line\? Raise the limit if so$",
+        ):
             _preflight(path, max_line_bytes=4)
 
 
@@ -60,3 +64,42 @@ def test_a_long_line_inside_one_mebibyte_block_is_still_measured(tmp_path: Path)
     path.write_bytes(b"a\n" + b"x" * (limit + 50) + b"\n" + b"1\n" * 1000)
     with pytest.raises(DataError, match="has a line longer than"):
         _preflight(path, max_line_bytes=limit)
+
+
+@pytest.mark.parametrize(
+    ("content", "max_columns", "accepted"),
+    [
+        (b"a,bc\n1,2\n", 2, True),  # the header fills the first block exactly: 2 columns
+        (b"a,bc\n1,2\n", 1, False),
+        (b"a,\xff\n1,2\n", 2, True),  # an undecodable byte in a name still counts as a name
+    ],
+)
+def test_columns_are_counted_from_the_header_up_to_the_limit(
+    tmp_path: Path, content: bytes, max_columns: int, accepted: bool
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(content)
+    run = lambda: preflight_csv(path, "s.csv", max_columns=max_columns, max_line_bytes=4)  # noqa: E731
+    if accepted:
+        run()
+    else:
+        with pytest.raises(DataError, match=r"^data s\.csv has 2 columns, more than KUBETRAIN_MAX"):
+            run()
+
+
+def test_load_dataset_strips_a_byte_order_mark_from_the_first_name_only(tmp_path: Path) -> None:
+    from kubetrain.data import load_dataset
+
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeff a ,b,y\n1,2,p\n3,4,q\n5,6,p\n7,8,q\n".encode())
+    dataset = load_dataset(str(path), "y", [], 2)
+    assert dataset.columns == [" a ", "b", "y"]
+
+
+def test_load_dataset_read_errors_name_the_data_given(tmp_path: Path) -> None:
+    from kubetrain.data import load_dataset
+
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(b"a,y\n1,p\n1,2,3,4\n")
+    with pytest.raises(DataError, match=r"^data \S*ragged\.csv is not a readable CSV"):
+        load_dataset(str(path), "y", [], 2)
