@@ -106,3 +106,68 @@ def test_a_garbled_key_is_unreadable_not_a_wrong_passphrase(passphrase: str | No
     message = str(raised.value)
     assert "from KUBETRAIN_SSH_KEY_DATA is not a readable ed25519, ECDSA or RSA" in message
     assert "passphrase" not in message  # no passphrase would make this key readable
+
+
+def test_key_and_passphrase_sources_are_described_by_kind_and_name(tmp_path: Path) -> None:
+    from kubetrain.ssh import KeySource
+
+    assert KeySource(env_var="K").describe() == "environment variable K"
+    assert KeySource(secret_block="blk").describe() == "Prefect Secret block 'blk'"
+    assert KeySource().describe() == "no key source"
+    file = tmp_path / "pass"
+    assert KeySource(passphrase_file=file)._describe_passphrase() == f"passphrase file {file}"
+    assert (
+        KeySource(passphrase_secret_block="pb")._describe_passphrase()
+        == "Prefect Secret block 'pb'"
+    )
+    assert KeySource()._describe_passphrase() == "no passphrase source"
+
+
+def test_a_passphrase_file_loses_only_its_line_ending(tmp_path: Path) -> None:
+    from kubetrain.ssh import KeySource, SshAuthenticationError
+
+    file = tmp_path / "pass"
+    file.write_text(" XsecretX \r\n")
+    assert KeySource(passphrase_file=file)._read_passphrase() == " XsecretX "
+    with pytest.raises(
+        SshAuthenticationError,
+        match=rf"^cannot read the passphrase file {tmp_path}/gone: No such file",
+    ):
+        KeySource(passphrase_file=tmp_path / "gone")._read_passphrase()
+
+
+def test_a_server_that_never_sends_its_banner_fails_within_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from kubetrain.ssh import KeySource, SshEndpoint, SshTransientError, _connect_once
+    from tests.train_helpers import StallingServer
+
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    with StallingServer() as server:
+        endpoint = SshEndpoint(
+            "127.0.0.1", "u", KeySource(), known_hosts, port=server.port, connect_timeout=0.5
+        )
+        started = time.monotonic()
+        with pytest.raises(SshTransientError, match=r"^cannot connect to u@127\.0\.0\.1:\d+: "):
+            _connect_once(endpoint, paramiko.ECDSAKey.generate())
+    assert time.monotonic() - started < 5  # paramiko's own banner timeout is 15 s
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=paramiko.hostkeys.InvalidHostKey,
+    reason="defect found by mutation testing, left to the module's owner: a known_hosts line "
+    "with bad base64 raises paramiko's InvalidHostKey (not an SSHException) past the HostKeyError "
+    "that names the file",
+)
+def test_an_unreadable_known_hosts_file_is_named(tmp_path: Path) -> None:
+    from kubetrain.ssh import HostKeyError, KeySource, SshEndpoint, _connect_once
+
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("[127.0.0.1]:22 ssh-ed25519 not-base64!!\n")
+    endpoint = SshEndpoint("127.0.0.1", "u", KeySource(), known_hosts)
+    with pytest.raises(HostKeyError, match=rf"^cannot read known_hosts file {known_hosts}: "):
+        _connect_once(endpoint, paramiko.ECDSAKey.generate())
