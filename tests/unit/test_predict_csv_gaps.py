@@ -149,3 +149,20 @@ def test_a_header_only_file_is_refused_and_writes_nothing(tmp_path: Path) -> Non
     with pytest.raises(InferenceError, match=r"^data s has a header but no rows; nothing to"):
         predict_csv(_version(Recorder(output)), _csv(tmp_path, rows=""), "s", output)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_single_row_without_a_target_column_is_scored_without_accuracy(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("a,b\n3,4\n")
+    output = tmp_path / "p.csv"
+    run = predict_csv(_version(Recorder(output)), path, "s", output)
+    assert (run.rows, run.accuracy) == (1, None)
+
+
+def test_shape_errors_of_the_scored_file_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBETRAIN_MAX_COLUMNS", "2")
+    output = tmp_path / "p.csv"
+    with pytest.raises(DataError, match=r"^data scored\.csv has 3 columns, more than"):
+        predict_csv(_version(Recorder(output)), _csv(tmp_path), "scored.csv", output)

@@ -3,6 +3,7 @@ boundary, and line lengths checked wherever the long line sits in the file."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def test_the_memory_message_gives_the_sizes_in_mib_and_the_fixes(tmp_path: Path)
     ("content", "accepted"),
     [
         (b"abcd\nefgh\n", True),  # lines of exactly the limit (4), one starting a block
+        (b"a\nb\nabcd\n", True),  # the line after the last newline of a block counts, not the first
+        (b"ab\ncdefg\n", False),  # a line over the limit that starts mid-block
         (b"abcde\nf\n", False),  # the first line one byte over
         (b"a,b\n" + b"x" * 20 + b"\nc,d\n", False),  # a long line in the middle
     ],
@@ -47,8 +50,8 @@ def test_line_lengths_are_checked_at_the_limit_and_anywhere_in_the_file(
 ) -> None:
     path = tmp_path / "d.csv"
     path.write_bytes(content)
-    if accepted:
-        _preflight(path, max_line_bytes=4)
+    if accepted:  # and the whole file is fingerprinted, not just up to the longest line
+        assert _preflight(path, max_line_bytes=4) == hashlib.sha256(content).hexdigest()
     else:
         with pytest.raises(
             DataError,
