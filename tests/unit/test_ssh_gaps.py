@@ -173,3 +173,31 @@ def test_an_unreadable_known_hosts_file_is_named(tmp_path: Path) -> None:
     endpoint = SshEndpoint("127.0.0.1", "u", KeySource(), known_hosts)
     with pytest.raises(HostKeyError, match=rf"^cannot read known_hosts file {known_hosts}: "):
         _connect_once(endpoint, paramiko.ECDSAKey.generate())
+
+
+def test_connect_tries_four_times_with_growing_delays_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import kubetrain.ssh as ssh
+
+    calls: list[int] = []
+    slept: list[float] = []
+
+    def refuse(endpoint: object, pkey: object) -> None:
+        calls.append(1)
+        raise ssh.SshTransientError("refused")
+
+    monkeypatch.setattr(ssh, "_connect_once", refuse)
+    monkeypatch.setattr(ssh.time, "sleep", slept.append)
+    monkeypatch.setattr(ssh.KeySource, "load", lambda self: None)
+    endpoint = ssh.SshEndpoint("10.0.0.7", "admin", ssh.KeySource(), tmp_path / "kh", port=2222)
+    caplog.set_level(logging.WARNING, logger="kubetrain.ssh")
+    with pytest.raises(ssh.SshTransientError, match=r"\(gave up after 4 attempts\)"):
+        ssh.connect(endpoint)
+    assert len(calls) == 4
+    assert [0.25 <= slept[0] <= 0.5, 0.5 <= slept[1] <= 1.0, 1.0 <= slept[2] <= 2.0] == [True] * 3
+    assert [m.split(" in ")[0] for m in caplog.messages] == [
+        f"SSH connect to admin@10.0.0.7:2222 failed (refused); retry {n}/3" for n in (1, 2, 3)
+    ]
