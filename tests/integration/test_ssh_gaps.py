@@ -118,7 +118,7 @@ def test_a_changed_host_key_message_gives_the_safe_fix(sshd: Sshd, tmp_path: Pat
         "This can be a man-in-the-middle attack or a reinstalled server; refusing to connect. "
         "If the change is legitimate, remove the old entry "
         f"(`ssh-keygen -R '[{sshd.address}]:{sshd.port}' -f {known_hosts}`) and get the "
-        "server's key with `ssh-keyscan" in message
+        f"server's key with `ssh-keyscan -p {sshd.port} {sshd.address}`" in message
     )
 
 

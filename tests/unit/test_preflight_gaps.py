@@ -39,7 +39,8 @@ def test_the_memory_message_gives_the_sizes_in_mib_and_the_fixes(tmp_path: Path)
     ("content", "accepted"),
     [
         (b"abcd\nefgh\n", True),  # lines of exactly the limit (4), one starting a block
-        (b"a\nb\nabcd\n", True),  # the line after the last newline of a block counts, not the first
+        (b"a\nb\nabcd\n", True),  # the line after a block's last newline counts, not its first
+        (b"ab\nabcd", True),  # a last line of exactly the limit, without a final newline
         (b"ab\ncdefg\n", False),  # a line over the limit that starts mid-block
         (b"abcde\nf\n", False),  # the first line one byte over
         (b"a,b\n" + b"x" * 20 + b"\nc,d\n", False),  # a long line in the middle

@@ -127,8 +127,8 @@ def test_a_passphrase_file_loses_only_its_line_ending(tmp_path: Path) -> None:
     from kubetrain.ssh import KeySource, SshAuthenticationError
 
     file = tmp_path / "pass"
-    file.write_text(" XsecretX \r\n")
-    assert KeySource(passphrase_file=file)._read_passphrase() == " XsecretX "
+    file.write_text(" XsecretX\r\n")
+    assert KeySource(passphrase_file=file)._read_passphrase() == " XsecretX"
     with pytest.raises(
         SshAuthenticationError,
         match=rf"^cannot read the passphrase file {tmp_path}/gone: No such file",
@@ -201,3 +201,25 @@ def test_connect_tries_four_times_with_growing_delays_and_says_so(
     assert [m.split(" in ")[0] for m in caplog.messages] == [
         f"SSH connect to admin@10.0.0.7:2222 failed (refused); retry {n}/3" for n in (1, 2, 3)
     ]
+
+
+def test_an_unset_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetrain.ssh import KeySource, SshAuthenticationError
+
+    monkeypatch.delenv("KUBETRAIN_TEST_UNSET_KEY", raising=False)
+    with pytest.raises(
+        SshAuthenticationError, match=r"^environment variable KUBETRAIN_TEST_UNSET_KEY is empty"
+    ):
+        KeySource(env_var="KUBETRAIN_TEST_UNSET_KEY")._read_key_text()
+
+
+def test_a_missing_known_hosts_file_gives_the_keyscan_recipe_for_this_host(
+    tmp_path: Path,
+) -> None:
+    from kubetrain.ssh import HostKeyError, KeySource, SshEndpoint, _connect_once
+
+    endpoint = SshEndpoint("10.0.0.7", "u", KeySource(), tmp_path / "missing", port=2222)
+    with pytest.raises(HostKeyError) as raised:
+        _connect_once(endpoint, paramiko.ECDSAKey.generate())
+    recipe = "get the server's key with `ssh-keyscan -p 2222 10.0.0.7`"
+    assert f"known_hosts file with the server's key: {recipe}" in str(raised.value)
