@@ -74,7 +74,7 @@ def test_overrides_that_fit_pass_the_check(model: str, params: dict[str, Any]) -
 
 
 def test_only_models_with_overrides_are_checked() -> None:
-    bad_but_unused = {"nn": {"hidden_layer_sizes": []}}
+    bad_but_unused: dict[str, dict[str, Any]] = {"nn": {"hidden_layer_sizes": []}}
     check_fit_constraints(TrainingConfig(models=["lda"], model_params=bad_but_unused))
     with pytest.raises(ModelConfigError, match="'nn'"):
         check_fit_constraints(TrainingConfig(models=["lda", "nn"], model_params=bad_but_unused))

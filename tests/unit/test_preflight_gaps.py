@@ -11,8 +11,10 @@ import pytest
 from kubetrain.data import MEMORY_PER_FILE_BYTE, DataError, preflight_csv
 
 
-def _preflight(path: Path, max_line_bytes: int = 1 << 20, **kwargs: object) -> str:
-    return preflight_csv(path, "s.csv", max_columns=100, max_line_bytes=max_line_bytes, **kwargs)
+def _preflight(path: Path, max_line_bytes: int = 1 << 20, memory_limit: int | None = None) -> str:
+    return preflight_csv(
+        path, "s.csv", max_columns=100, max_line_bytes=max_line_bytes, memory_limit=memory_limit
+    )
 
 
 def test_the_memory_estimate_is_refused_only_above_what_is_available(tmp_path: Path) -> None:
