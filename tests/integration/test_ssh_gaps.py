@@ -17,7 +17,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from kubetrain.ssh import KeySource, SshAuthenticationError, SshEndpoint, connect
+from kubetrain.ssh import HostKeyError, KeySource, SshAuthenticationError, SshEndpoint, connect
 from tests.sshd import Sshd, generate_key
 
 
@@ -93,3 +93,41 @@ def test_only_the_configured_key_is_offered(sshd: Sshd, tempting_keys: Path) -> 
 def test_the_configured_key_still_logs_in(sshd: Sshd, tempting_keys: Path) -> None:
     client = connect(_endpoint(sshd, sshd.client_key), attempts=1)
     client.close()
+
+
+def _plain_endpoint(server: Sshd, key: Path, known_hosts: Path) -> SshEndpoint:
+    return SshEndpoint(
+        host=server.address,
+        user=server.user,
+        key=KeySource(path=key),
+        known_hosts=known_hosts,
+        port=server.port,
+        connect_timeout=10,
+    )
+
+
+def test_a_changed_host_key_message_gives_the_safe_fix(sshd: Sshd, tmp_path: Path) -> None:
+    other = generate_key(tmp_path / "other_host_key")
+    key_type, key_b64 = Path(f"{other}.pub").read_text().split()[:2]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[{sshd.address}]:{sshd.port} {key_type} {key_b64}\n")
+    with pytest.raises(HostKeyError) as raised:
+        connect(_plain_endpoint(sshd, sshd.client_key, known_hosts), attempts=1)
+    message = str(raised.value)
+    assert (
+        "This can be a man-in-the-middle attack or a reinstalled server; refusing to connect. "
+        "If the change is legitimate, remove the old entry "
+        f"(`ssh-keygen -R '[{sshd.address}]:{sshd.port}' -f {known_hosts}`) and get the "
+        f"server's key with `ssh-keyscan -p {sshd.port} {sshd.address}`" in message
+    )
+
+
+def test_a_refused_key_message_says_where_the_key_must_be(sshd: Sshd, tmp_path: Path) -> None:
+    wrong = generate_key(tmp_path / "wrong_ed25519")
+    with pytest.raises(SshAuthenticationError) as raised:
+        connect(_plain_endpoint(sshd, wrong, sshd.known_hosts), attempts=1)
+    assert str(raised.value) == (
+        f"{sshd.user}@{sshd.address}:{sshd.port} refused the key from key file {wrong}; check "
+        f"that its public key is in ~{sshd.user}/.ssh/authorized_keys on the server and that "
+        "the user may log in"
+    )

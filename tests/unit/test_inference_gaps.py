@@ -195,3 +195,20 @@ def test_verified_model_path_refuses_a_model_entry_that_is_not_a_mapping(tmp_pat
         verified_model_path(tmp_path / "v", manifest, "lda")
     manifest["models"] = {"lda": {"file": "clf_lda.joblib"}}
     assert verified_model_path(tmp_path / "v", manifest, "lda") == tmp_path / "v" / "clf_lda.joblib"
+
+
+def test_feature_matrix_counts_rows_from_one_without_an_offset() -> None:
+    frame = pd.DataFrame({"a": [0.1, np.nan]})
+    with pytest.raises(InferenceError, match=r"'a' is NaN or infinite in data row 2;"):
+        feature_matrix(frame, ["a"], "s.csv")
+
+
+def test_missing_feature_list_shows_five_names_each_truncated() -> None:
+    long_name = "f" * 100
+    wanted = [long_name, "b", "c", "d", "e", "g", "h"]
+    with pytest.raises(InferenceError) as raised:
+        feature_matrix(pd.DataFrame({"x": [1.0]}), wanted, "s.csv")
+    message = str(raised.value)
+    assert "7 feature column(s) the models were trained on are missing" in message
+    assert "e.g. ['" + "f" * 58 + "…(+" in message  # the name, cut at 60 characters
+    assert " chars), 'b', 'c', 'd', 'e']; score a CSV" in message  # then four more, not h or g

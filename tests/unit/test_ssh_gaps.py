@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -67,3 +68,158 @@ def test_key_source_from_env_takes_every_variable(monkeypatch: pytest.MonkeyPatc
         passphrase_file=Path("/home/someone/pw.txt"),
         passphrase_secret_block="pw-block",
     )
+
+
+def test_unknown_host_refusal_gives_the_whole_safe_trust_recipe(tmp_path: Path) -> None:
+    from kubetrain.ssh import HostKeyError, KeySource, SshEndpoint, _RefuseUnknownHost
+
+    known_hosts = tmp_path / "known_hosts"
+    endpoint = SshEndpoint("10.0.0.7", "admin", KeySource(), known_hosts, port=2222)
+    offered = paramiko.ECDSAKey.generate()
+    client = paramiko.SSHClient()
+    with pytest.raises(HostKeyError) as raised:
+        _RefuseUnknownHost(endpoint).missing_host_key(client, "[10.0.0.7]:2222", offered)
+    message = str(raised.value)
+    assert message.startswith(f"host key of [10.0.0.7]:2222 is not in {known_hosts} ")
+    assert f"(the server offered ecdsa-sha2-nistp256 {offered.fingerprint}); refusing" in message
+    # The recipe's steps, each a command the user runs, in order, ending with the trust step.
+    steps = [
+        "get the server's key with `ssh-keyscan -p 2222 10.0.0.7`",
+        "check its fingerprint (`ssh-keyscan -p 2222 10.0.0.7 | ssh-keygen -lf -`)",
+        "against the one the server's administrator reads out of band",
+        "(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the server)",
+    ]
+    positions = [message.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert message.endswith(", and only then add the line to the known_hosts file")
+
+
+@pytest.mark.parametrize("passphrase", [None, "a passphrase"])
+def test_a_garbled_key_is_unreadable_not_a_wrong_passphrase(passphrase: str | None) -> None:
+    from kubetrain.ssh import SshAuthenticationError, _parse_private_key
+
+    garbled = "this text is not an SSH private key\n"
+    with pytest.raises(SshAuthenticationError) as raised:
+        _parse_private_key(
+            garbled, passphrase, "KUBETRAIN_SSH_KEY_DATA", "KUBETRAIN_SSH_PASSPHRASE"
+        )
+    message = str(raised.value)
+    assert "from KUBETRAIN_SSH_KEY_DATA is not a readable ed25519, ECDSA or RSA" in message
+    assert "passphrase" not in message  # no passphrase would make this key readable
+
+
+def test_key_and_passphrase_sources_are_described_by_kind_and_name(tmp_path: Path) -> None:
+    from kubetrain.ssh import KeySource
+
+    assert KeySource(env_var="K").describe() == "environment variable K"
+    assert KeySource(secret_block="blk").describe() == "Prefect Secret block 'blk'"
+    assert KeySource().describe() == "no key source"
+    file = tmp_path / "pass"
+    assert KeySource(passphrase_file=file)._describe_passphrase() == f"passphrase file {file}"
+    assert (
+        KeySource(passphrase_secret_block="pb")._describe_passphrase()
+        == "Prefect Secret block 'pb'"
+    )
+    assert KeySource()._describe_passphrase() == "no passphrase source"
+
+
+def test_a_passphrase_file_loses_only_its_line_ending(tmp_path: Path) -> None:
+    from kubetrain.ssh import KeySource, SshAuthenticationError
+
+    file = tmp_path / "pass"
+    file.write_text(" XsecretX\r\n")
+    assert KeySource(passphrase_file=file)._read_passphrase() == " XsecretX"
+    with pytest.raises(
+        SshAuthenticationError,
+        match=rf"^cannot read the passphrase file {tmp_path}/gone: No such file",
+    ):
+        KeySource(passphrase_file=tmp_path / "gone")._read_passphrase()
+
+
+def test_a_server_that_never_sends_its_banner_fails_within_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from kubetrain.ssh import KeySource, SshEndpoint, SshTransientError, _connect_once
+    from tests.train_helpers import StallingServer
+
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    with StallingServer() as server:
+        endpoint = SshEndpoint(
+            "127.0.0.1", "u", KeySource(), known_hosts, port=server.port, connect_timeout=0.5
+        )
+        started = time.monotonic()
+        with pytest.raises(
+            SshTransientError, match=r"^cannot connect to u@127\.0\.0\.1:\d+: SSHException: "
+        ):
+            _connect_once(endpoint, paramiko.ECDSAKey.generate())
+    assert time.monotonic() - started < 5  # paramiko's own banner timeout is 15 s
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=paramiko.hostkeys.InvalidHostKey,
+    reason="defect found by mutation testing, left to the module's owner: a known_hosts line "
+    "with bad base64 raises paramiko's InvalidHostKey (not an SSHException) past the HostKeyError "
+    "that names the file",
+)
+def test_an_unreadable_known_hosts_file_is_named(tmp_path: Path) -> None:
+    from kubetrain.ssh import HostKeyError, KeySource, SshEndpoint, _connect_once
+
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("[127.0.0.1]:22 ssh-ed25519 not-base64!!\n")
+    endpoint = SshEndpoint("127.0.0.1", "u", KeySource(), known_hosts)
+    with pytest.raises(HostKeyError, match=rf"^cannot read known_hosts file {known_hosts}: "):
+        _connect_once(endpoint, paramiko.ECDSAKey.generate())
+
+
+def test_connect_tries_four_times_with_growing_delays_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import kubetrain.ssh as ssh
+
+    calls: list[int] = []
+    slept: list[float] = []
+
+    def refuse(endpoint: object, pkey: object) -> None:
+        calls.append(1)
+        raise ssh.SshTransientError("refused")
+
+    monkeypatch.setattr(ssh, "_connect_once", refuse)
+    monkeypatch.setattr(ssh.time, "sleep", slept.append)
+    monkeypatch.setattr(ssh.KeySource, "load", lambda self: None)
+    endpoint = ssh.SshEndpoint("10.0.0.7", "admin", ssh.KeySource(), tmp_path / "kh", port=2222)
+    caplog.set_level(logging.WARNING, logger="kubetrain.ssh")
+    with pytest.raises(ssh.SshTransientError, match=r"\(gave up after 4 attempts\)"):
+        ssh.connect(endpoint)
+    assert len(calls) == 4
+    assert [0.25 <= slept[0] <= 0.5, 0.5 <= slept[1] <= 1.0, 1.0 <= slept[2] <= 2.0] == [True] * 3
+    assert [m.split(" in ")[0] for m in caplog.messages] == [
+        f"SSH connect to admin@10.0.0.7:2222 failed (refused); retry {n}/3" for n in (1, 2, 3)
+    ]
+
+
+def test_an_unset_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetrain.ssh import KeySource, SshAuthenticationError
+
+    monkeypatch.delenv("KUBETRAIN_TEST_UNSET_KEY", raising=False)
+    with pytest.raises(
+        SshAuthenticationError, match=r"^environment variable KUBETRAIN_TEST_UNSET_KEY is empty"
+    ):
+        KeySource(env_var="KUBETRAIN_TEST_UNSET_KEY")._read_key_text()
+
+
+def test_a_missing_known_hosts_file_gives_the_keyscan_recipe_for_this_host(
+    tmp_path: Path,
+) -> None:
+    from kubetrain.ssh import HostKeyError, KeySource, SshEndpoint, _connect_once
+
+    endpoint = SshEndpoint("10.0.0.7", "u", KeySource(), tmp_path / "missing", port=2222)
+    with pytest.raises(HostKeyError) as raised:
+        _connect_once(endpoint, paramiko.ECDSAKey.generate())
+    recipe = "get the server's key with `ssh-keyscan -p 2222 10.0.0.7`"
+    assert f"known_hosts file with the server's key: {recipe}" in str(raised.value)
