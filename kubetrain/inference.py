@@ -184,6 +184,8 @@ def predict_csv(
     try:
         with tmp:
             for chunk in read_csv_chunks(path, source, chunk_rows):
+                if chunk.empty:  # a header-only file: one empty, object-typed chunk
+                    continue
                 X = preprocess(
                     feature_matrix(chunk, loaded.features, source, rows), loaded.normalize
                 )

@@ -354,7 +354,8 @@ def _connect_once(endpoint: SshEndpoint, pkey: paramiko.PKey) -> paramiko.SSHCli
     client = paramiko.SSHClient()
     try:
         client.load_host_keys(str(endpoint.known_hosts))
-    except (OSError, paramiko.SSHException) as error:
+    # InvalidHostKey (a line with bad base64) is no SSHException; ValueError: not UTF-8.
+    except (OSError, ValueError, paramiko.SSHException, paramiko.hostkeys.InvalidHostKey) as error:
         raise HostKeyError(
             f"cannot read known_hosts file {endpoint.known_hosts}: {error}"
         ) from None

@@ -69,7 +69,7 @@ class LocalBackend:
                 writer.flush()
                 os.fsync(writer.fileno())
         except OSError as error:
-            target.unlink(missing_ok=True)
+            _discard_file(target)
             raise StoreError(f"cannot write {target}: {error.strerror}") from error
 
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -80,7 +80,7 @@ class LocalBackend:
                 writer.flush()
                 os.fsync(writer.fileno())
         except OSError as error:
-            target.unlink(missing_ok=True)
+            _discard_file(target)
             raise StoreError(f"cannot write {target}: {error.strerror}") from error
 
     def read_bytes(self, path: str, limit: int) -> bytes:
@@ -128,3 +128,9 @@ class LocalBackend:
 
     def close(self) -> None:
         return None
+
+
+def _discard_file(target: Path) -> None:
+    """Remove what a failed write left at `target`; a folder already there is not ours."""
+    if not target.is_dir():
+        target.unlink(missing_ok=True)

@@ -138,12 +138,6 @@ def test_a_non_numeric_feature_message_says_how_to_fix_it() -> None:
     assert str(raised.value).endswith("is not numeric; encode it as the training data did")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect found by mutation testing, left to the module's owner: pandas yields one "
-    "empty object-typed chunk for a header-only CSV, so feature_matrix reports column 'a' as "
-    "not numeric before predict_csv's own 'header but no rows' check can run",
-)
 def test_a_header_only_file_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     output = tmp_path / "out" / "p.csv"
     with pytest.raises(InferenceError, match=r"^data s has a header but no rows; nothing to"):

@@ -186,3 +186,21 @@ def test_download_stages_next_to_the_destination_not_in_the_system_temp_dir(
     LocalBackend(tmp_path / "store").download("f", tmp_path / "out" / "f", None)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["f"]
     assert (tmp_path / "out" / "f").read_bytes() == b"content"
+
+
+@pytest.mark.parametrize("how", ["write_bytes", "upload"])
+def test_a_folder_where_a_file_must_go_is_a_store_error_and_stays(tmp_path: Path, how: str) -> None:
+    """A folder squatting on a name (e.g. `LATEST.part`) fails the write with a StoreError that
+    names it; the cleanup of the failed write must not turn that into a bare OSError."""
+    backend = LocalBackend(tmp_path)
+    (tmp_path / "LATEST.part").mkdir()
+    (tmp_path / "LATEST.part" / "keep").write_text("x")
+    source = tmp_path / "source"
+    source.write_bytes(b"v1")
+    write = {
+        "write_bytes": lambda: backend.write_bytes("LATEST.part", b"v1"),
+        "upload": lambda: backend.upload(source, "LATEST.part", None),
+    }[how]
+    with pytest.raises(StoreError, match=r"^cannot write .*LATEST\.part: Is a directory"):
+        write()
+    assert (tmp_path / "LATEST.part" / "keep").read_text() == "x"
