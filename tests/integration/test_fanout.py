@@ -250,7 +250,6 @@ def test_a_rerun_reuses_every_finished_fit_and_starts_no_child(
     assert (root / "fan" / CACHE_DIR).is_dir()
 
 
-@pytest.mark.slow
 def test_a_model_that_raises_fails_the_parent_and_publishes_nothing(
     worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
 ) -> None:
@@ -273,7 +272,6 @@ def test_a_model_that_raises_fails_the_parent_and_publishes_nothing(
     assert set(states) <= FINAL | {"CANCELLING"}, states  # the rest cancelled
 
 
-@pytest.mark.slow
 def test_a_child_killed_mid_fit_is_replaced_and_the_run_completes(
     worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
 ) -> None:
@@ -322,7 +320,6 @@ def _kill_a_child_mid_fit(worker: Worker, run_id: str) -> dict[str, Any]:
     raise AssertionError(f"no child was seen fitting\n{worker.log.read_text()[-3000:]}")
 
 
-@pytest.mark.slow
 def test_ten_local_runs_at_once_publish_ten_versions_and_latest_names_the_newest(
     worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
 ) -> None:
