@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +18,15 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from kubetrain.ssh import HostKeyError, KeySource, SshAuthenticationError, SshEndpoint, connect
+from kubetrain.ssh import (
+    HostKeyError,
+    KeySource,
+    SshAuthenticationError,
+    SshEndpoint,
+    SshError,
+    SshTransientError,
+    connect,
+)
 from tests.sshd import Sshd, generate_key
 
 
@@ -42,9 +51,15 @@ def tempting_keys(sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         while not socket_path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         env = dict(os.environ, SSH_AUTH_SOCK=str(socket_path))
-        subprocess.run(
-            ["ssh-add", str(sshd.client_key)], env=env, check=True, capture_output=True, timeout=10
-        )
+        # The socket file appears at bind(), before the agent listens: retry while it starts.
+        while True:
+            added = subprocess.run(
+                ["ssh-add", str(sshd.client_key)], env=env, capture_output=True, timeout=10
+            )
+            if added.returncode == 0 or time.monotonic() >= deadline:
+                added.check_returncode()
+                break
+            time.sleep(0.05)
         monkeypatch.setenv("HOME", str(home))
         monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
         yield generate_key(tmp_path / "wrong_ed25519")
@@ -131,3 +146,39 @@ def test_a_refused_key_message_says_where_the_key_must_be(sshd: Sshd, tmp_path: 
         f"that its public key is in ~{sshd.user}/.ssh/authorized_keys on the server and that "
         "the user may log in"
     )
+
+
+def test_connections_negotiate_aes_gcm_and_send_without_delay(sshd: Sshd) -> None:
+    """Throughput: AES-GCM (hardware-accelerated AEAD) rather than paramiko's default CTR+HMAC,
+    and no Nagle delay on the many small request/reply messages of SFTP."""
+    client = connect(_plain_endpoint(sshd, sshd.client_key, sshd.known_hosts), attempts=1)
+    try:
+        transport = client.get_transport()
+        assert transport is not None
+        assert transport.local_cipher.startswith("aes128-gcm"), transport.local_cipher
+        assert transport.remote_cipher.startswith("aes128-gcm"), transport.remote_cipher
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        client.close()
+
+
+def test_a_server_without_a_common_cipher_fails_once_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not retried (retrying cannot help) and the message names the server."""
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("the test sshd needs root and openssh-server")
+    import kubetrain.ssh
+
+    retries: list[int] = []
+    monkeypatch.setattr(
+        kubetrain.ssh, "backoff_delay", lambda attempt, base: retries.append(attempt) or 0.0
+    )
+    odd = Sshd(tmp_path / "sshd", extra_config=["Ciphers chacha20-poly1305@openssh.com"])
+    with odd, pytest.raises(SshError) as raised:
+        connect(_plain_endpoint(odd, odd.client_key, odd.known_hosts), attempts=3)
+    assert not isinstance(raised.value, SshTransientError)
+    assert retries == []
+    message = str(raised.value)
+    assert f"cannot connect to {odd.user}@{odd.address}:{odd.port}" in message
+    assert "cipher" in message
