@@ -61,11 +61,13 @@ class LocalHttpServer:
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.authorizations.append(self.headers.get("Authorization"))
                 if len(server.requests) <= server.fail_first:
                     self.send_error(server.fail_status)
                     return
