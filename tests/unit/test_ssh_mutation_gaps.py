@@ -7,9 +7,12 @@ name would send a DNS query outside 127.0.0.0/8).
 
 from __future__ import annotations
 
+import base64
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +146,112 @@ def test_a_listener_that_never_completes_the_handshake_times_out(
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def test_private_key_is_read_from_the_named_secret_block(
+    tmp_path: Path, secret_blocks: dict[str, str]
+) -> None:
+    key = generate_key(tmp_path / "id_ed25519")
+    secret_blocks["ssh-key"] = key.read_text()
+    secret_blocks["other"] = "not a key"
+    loaded = KeySource(secret_block="ssh-key").load()
+    public = (tmp_path / "id_ed25519.pub").read_text().split()
+    assert [loaded.get_name(), loaded.get_base64()] == public[:2]
+
+
+def test_a_missing_key_block_is_named_as_the_private_key(
+    secret_blocks: dict[str, str],
+) -> None:
+    with pytest.raises(ssh.SshAuthenticationError) as raised:
+        KeySource(secret_block="ssh-key").load()
+    message = str(raised.value)
+    assert "'ssh-key'" in message
+    assert "SSH private key" in message
+    assert "passphrase" not in message
+
+
+def test_an_empty_key_variable_and_no_key_source_say_what_to_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBETRAIN_SSH_KEY_DATA", " \n")
+    with pytest.raises(ssh.SshAuthenticationError) as raised:
+        KeySource(env_var="KUBETRAIN_SSH_KEY_DATA").load()
+    assert str(raised.value) == (
+        "environment variable KUBETRAIN_SSH_KEY_DATA is empty or unset; "
+        "set it to the private key text"
+    )
+    with pytest.raises(ssh.SshAuthenticationError) as raised:
+        KeySource().load()
+    assert str(raised.value) == (
+        "no SSH private key configured: set KUBETRAIN_SSH_KEY=/path/to/key, "
+        "KUBETRAIN_SSH_KEY_DATA=<key text> or "
+        "KUBETRAIN_SSH_KEY_SECRET_BLOCK=<Prefect Secret block name>"
+    )
+
+
+def test_an_encrypted_pem_key_loads_with_its_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older tools write PEM ("BEGIN EC PRIVATE KEY" with DEK-Info), not the OpenSSH format."""
+    key = tmp_path / "id_ecdsa"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-m", "PEM", "-N", "pem-pw", "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    assert "ENCRYPTED" in key.read_text()
+    monkeypatch.setenv("PEM_PASSPHRASE", "pem-pw")
+    loaded = KeySource(path=key, passphrase_env="PEM_PASSPHRASE").load()
+    public = Path(f"{key}.pub").read_text().split()
+    assert [loaded.get_name(), loaded.get_base64()] == public[:2]
+
+
+def _openssh_key_with_body(path: Path, change: Callable[[bytes], bytes]) -> Path:
+    """path rewritten as an OpenSSH private key whose decoded body went through change."""
+    lines = path.read_text().strip().splitlines()
+    body = change(base64.b64decode("".join(lines[1:-1])))
+    path.write_text(f"{lines[0]}\n{base64.b64encode(body).decode()}\n{lines[-1]}\n")
+    return path
+
+
+def test_an_unsupported_key_type_names_the_file_and_the_supported_types(tmp_path: Path) -> None:
+    # e.g. a FIDO (sk-) key: a key type neither cryptography nor paramiko loads.
+    key = _openssh_key_with_body(
+        generate_key(tmp_path / "id_odd"), lambda b: b.replace(b"ssh-ed25519", b"ssh-ed99999")
+    )
+    with pytest.raises(ssh.SshAuthenticationError) as raised:
+        KeySource(path=key).load()
+    message = str(raised.value)
+    assert f"key file {key}" in message
+    assert "unsupported key type" in message
+    assert "use an ed25519, ECDSA or RSA key" in message
+
+
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+def test_a_dsa_key_is_refused_naming_its_type(tmp_path: Path) -> None:
+    try:
+        key = generate_key(tmp_path / "id_dsa", key_type="dsa")
+    except subprocess.CalledProcessError:
+        pytest.skip("this ssh-keygen no longer generates DSA keys")
+    with pytest.raises(ssh.SshAuthenticationError) as raised:
+        KeySource(path=key).load()
+    message = str(raised.value)
+    assert f"key file {key}" in message
+    assert "DSAPrivateKey" in message
+    assert "use an ed25519, ECDSA or RSA key" in message
+
+
+def test_a_damaged_key_with_a_needless_passphrase_names_the_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passphrase configured for an unencrypted key is dropped; a damaged key must still be
+    reported as the key file's problem, not as a wrong passphrase."""
+    key = _openssh_key_with_body(
+        generate_key(tmp_path / "id_ed25519"), lambda b: b[:-40] + b"\0" * 40
+    )
+    monkeypatch.setenv("SOME_PASSPHRASE", "needless")
+    with pytest.raises(ssh.SshAuthenticationError) as raised:
+        KeySource(path=key, passphrase_env="SOME_PASSPHRASE").load()
+    message = str(raised.value)
+    assert f"the SSH private key from key file {key} is not a readable" in message
+    assert "passphrase" not in message
