@@ -86,6 +86,21 @@ class DockerEngine:
         return self.run(*args, timeout=timeout).stdout.decode().strip()
 
 
+def run_restricted(
+    engine: DockerEngine, image: str, *command: str, user: str | None = None, timeout: float = 300
+) -> str:
+    """`docker run` under the pod's restrictions (read-only root, no network, no capabilities,
+    no privilege escalation), as `user` or the image's own; returns stdout+stderr text."""
+    as_user = ["--user", user] if user else []
+    proc = engine.run(
+        "run", "--rm", "--pull", "never", "--network", "none", "--read-only",
+        "--tmpfs", "/tmp:rw,mode=1777", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", *as_user, image, *command,
+        timeout=timeout,
+    )  # fmt: skip
+    return (proc.stdout + proc.stderr).decode(errors="replace")
+
+
 def _docker_cli(dockerd: str) -> str | None:
     """The client that ships with this dockerd.
 

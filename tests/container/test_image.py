@@ -32,6 +32,7 @@ from tests.container.conftest import (
     BuiltImage,
     DockerEngine,
     build_project_image,
+    run_restricted,
 )
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -225,29 +226,6 @@ def _inspect(engine: DockerEngine, image: str) -> dict[str, Any]:
     return dict(data[0])
 
 
-def _run(engine: DockerEngine, image: str, *command: str, timeout: float = 300) -> str:
-    """`docker run` under the pod's restrictions, no network; returns stdout+stderr text."""
-    proc = engine.run(
-        "run",
-        "--rm",
-        "--pull",
-        "never",
-        "--network",
-        "none",
-        "--read-only",
-        "--tmpfs",
-        "/tmp:rw,mode=1777",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        image,
-        *command,
-        timeout=timeout,
-    )
-    return (proc.stdout + proc.stderr).decode(errors="replace")
-
-
 @pytest.mark.container
 def test_image_runs_as_uid_10001_in_the_pull_step_directory(
     docker_engine: DockerEngine, project_image: BuiltImage
@@ -258,7 +236,9 @@ def test_image_runs_as_uid_10001_in_the_pull_step_directory(
     assert config["WorkingDir"] == "/opt/kubetrain"
     assert config["Labels"]["org.opencontainers.image.version"] == "0.1.0"
     assert config["Labels"]["org.opencontainers.image.revision"] == "container-test"
-    out = _run(docker_engine, project_image.name, "sh", "-c", "id -u; id -g; pwd; ls flows")
+    out = run_restricted(
+        docker_engine, project_image.name, "sh", "-c", "id -u; id -g; pwd; ls flows"
+    )
     lines = out.split()
     assert lines[:3] == [str(IMAGE_UID), str(IMAGE_UID), "/opt/kubetrain"], out
     assert "train.py" in lines
@@ -296,10 +276,10 @@ def test_flow_cli_and_worker_start_in_the_read_only_image(
     docker_engine: DockerEngine, project_image: BuiltImage
 ) -> None:
     """`python -m flows.train --help` works read-only; the worker's plugin imports too."""
-    out = _run(docker_engine, project_image.name, "python", "-m", "flows.train", "--help")
+    out = run_restricted(docker_engine, project_image.name, "python", "-m", "flows.train", "--help")
     assert "--destination" in out, out
     assert "--models" in out, out
-    out = _run(
+    out = run_restricted(
         docker_engine,
         project_image.name,
         "python",

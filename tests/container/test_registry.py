@@ -32,7 +32,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.conftest import IMAGE_UID, REPO_ROOT, BuiltImage, DockerEngine, _stop_pid
+from tests.container.conftest import (
+    IMAGE_UID,
+    REPO_ROOT,
+    BuiltImage,
+    DockerEngine,
+    _stop_pid,
+    run_restricted,
+)
 from tests.kube_helpers import pod_command, render_deployment_job
 
 pytestmark = pytest.mark.container
@@ -214,7 +221,9 @@ def test_pushed_image_is_pulled_back_by_the_digest_the_pool_records(
     assert env["KUBETRAIN_IMAGE"] == reference
 
     # Gone from the engine under every name, then pulled back by that digest only.
-    docker_engine.run("rmi", tag, project_image.name)
+    # By ID with --force: every name the image has goes, also names other checkouts or an
+    # interrupted earlier run gave the same bytes in this engine (its data root outlives it).
+    docker_engine.run("rmi", "--force", built_id)
     assert docker_engine.run("image", "inspect", built_id, check=False).returncode != 0
     try:
         pulled = docker_engine.text("pull", container["image"], timeout=900)
@@ -243,27 +252,10 @@ def test_pushed_image_is_pulled_back_by_the_digest_the_pool_records(
     assert _image_id(empty_engine, reference) == built_id
 
     # The pulled image runs, by digest, as the pod would (read-only, no network, UID 10001).
-    out = empty_engine.run(
-        "run",
-        "--rm",
-        "--pull",
-        "never",
-        "--network",
-        "none",
-        "--read-only",
-        "--tmpfs",
-        "/tmp:rw,mode=1777",
-        "--cap-drop",
-        "ALL",
-        "--user",
-        f"{IMAGE_UID}:{IMAGE_UID}",
-        reference,
-        "python",
-        "-m",
-        "flows.predict",
-        "--help",
-        timeout=300,
-    ).stdout.decode(errors="replace")
+    out = run_restricted(
+        empty_engine, reference, "python", "-m", "flows.predict", "--help",
+        user=f"{IMAGE_UID}:{IMAGE_UID}",
+    )  # fmt: skip
     assert "--output" in out, out[-2000:]
     docker_engine.timings["registry_push_s"] = push_seconds
     docker_engine.timings["registry_pull_s"] = pull_seconds
