@@ -35,8 +35,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
 import yaml
+
+from tests.prefect_api import http
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
@@ -633,7 +634,7 @@ def replay_pod_locally(
 
 def flow_run_state(api_url: str, flow_run_id: str) -> dict[str, Any]:
     """The flow run's current state as the API reports it ({type, name, message})."""
-    resp = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=30)
+    resp = http.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=30)
     resp.raise_for_status()
     state = resp.json()["state"] or {}
     return {k: state.get(k) for k in ("type", "name", "message")}
@@ -696,14 +697,14 @@ def ensure_project_deployed(api_url: str) -> dict[str, str]:
     template = pool_template("prod", TEST_IMAGE)
     asyncio.run(upsert_work_pool(POOL_NAME, template))
     for pool in ("kubetrain-infra", "kubetrain-local"):
-        resp = httpx.post(
+        resp = http.post(
             f"{api_url}/work_pools/", json={"name": pool, "type": "process"}, timeout=30
         )
         assert resp.status_code in (201, 409), resp.text
     proc = run_prefect_deploy(api_url)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "An exception occurred" not in proc.stdout + proc.stderr, proc.stdout[-4000:]
-    resp = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=30)
+    resp = http.post(f"{api_url}/deployments/filter", json={}, timeout=30)
     resp.raise_for_status()
     _DEPLOYED[api_url] = {d["name"]: d["id"] for d in resp.json()}
     return _DEPLOYED[api_url]

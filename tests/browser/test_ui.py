@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.prefect_api import http
 from tests.train_helpers import write_original_layout_csv
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,7 +54,7 @@ def deployment(prefect_server: Any, tmp_path_factory: pytest.TempPathFactory) ->
     pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is missing")
     api = prefect_server.api_url
     env = dict(os.environ, PREFECT_API_URL=api, PWD=str(REPO_ROOT))
-    resp = httpx.post(f"{api}/work_pools/", json={"name": POOL, "type": "process"}, timeout=30)
+    resp = http.post(f"{api}/work_pools/", json={"name": POOL, "type": "process"}, timeout=30)
     assert resp.status_code in (201, 409), resp.text
     deploy = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--name", DEPLOYMENT],

@@ -8,7 +8,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from kubetrain.k8s import WorkPoolError
@@ -17,6 +16,7 @@ from kubetrain.k8s.automations import (
     resolve_notify_block,
     upsert_automations,
 )
+from tests.prefect_api import http
 
 
 def test_automations_are_created_then_unchanged_then_updated(prefect_server: Any) -> None:
@@ -32,7 +32,7 @@ def test_automations_are_created_then_unchanged_then_updated(prefect_server: Any
     changed[0].trigger.within = timedelta(minutes=20)
     result = asyncio.run(upsert_automations(changed))
     assert result[changed[0].name] == "updated"
-    stored = httpx.post(f"{prefect_server.api_url}/automations/filter", json={}, timeout=30).json()
+    stored = http.post(f"{prefect_server.api_url}/automations/filter", json={}, timeout=30).json()
     mine = [a for a in stored if a["name"] in names]
     assert len(mine) == 2  # updated in place, not duplicated
     pending = next(a for a in mine if a["name"] == changed[0].name)
@@ -58,7 +58,7 @@ def test_notify_automation_needs_an_existing_block(prefect_server: Any) -> None:
 
 
 def _post(api: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    resp = httpx.post(f"{api}{path}", json=body, timeout=30)
+    resp = http.post(f"{api}{path}", json=body, timeout=30)
     assert resp.status_code in (200, 201), resp.text
     return dict(resp.json())
 
@@ -82,7 +82,7 @@ def test_stuck_pending_automation_crashes_the_run(prefect_server: Any) -> None:
     deadline = time.monotonic() + 90
     current: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        current = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+        current = http.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
         if current["type"] != "PENDING":
             break
         time.sleep(1)

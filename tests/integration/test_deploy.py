@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 import yaml
 
@@ -21,6 +20,7 @@ from tests.kube_helpers import (
     load_prefect_yaml,
     run_prefect_deploy,
 )
+from tests.prefect_api import http
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _no_2am(day: date, zone: ZoneInfo) -> bool:
 
 
 def _get(api: str, path: str) -> Any:
-    resp = httpx.get(f"{api}{path}", timeout=30)
+    resp = http.get(f"{api}{path}", timeout=30)
     resp.raise_for_status()
     return resp.json()
 
@@ -72,9 +72,9 @@ def test_cron_schedule_produces_scheduled_runs(
     prefect_server: Any, deployed: dict[str, str]
 ) -> None:
     api, dep_id = prefect_server.api_url, deployed["train-nightly"]
-    resp = httpx.post(f"{api}/deployments/{dep_id}/schedule", json={"min_runs": 3}, timeout=60)
+    resp = http.post(f"{api}/deployments/{dep_id}/schedule", json={"min_runs": 3}, timeout=60)
     assert resp.status_code < 300, resp.text
-    runs = httpx.post(
+    runs = http.post(
         f"{api}/flow_runs/filter",
         json={"deployments": {"id": {"any_": [dep_id]}}, "sort": "EXPECTED_START_TIME_ASC"},
         timeout=30,
@@ -121,7 +121,7 @@ def test_adhoc_run_with_parameter_and_job_variable_overrides_is_accepted(
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = httpx.post(
+    runs = http.post(
         f"{prefect_server.api_url}/flow_runs/filter",
         json={"deployments": {"id": {"any_": [deployed["train-adhoc"]]}}},
         timeout=30,
@@ -144,13 +144,13 @@ def test_adhoc_run_with_parameter_and_job_variable_overrides_is_accepted(
 def test_bad_parameter_is_rejected(
     prefect_server: Any, deployed: dict[str, str], parameters: dict[str, Any], field: str
 ) -> None:
-    resp = httpx.post(
+    resp = http.post(
         f"{prefect_server.api_url}/deployments/{deployed['train-adhoc']}/create_flow_run",
         json={"parameters": parameters},
         timeout=30,
     )
     if resp.status_code == 201:  # don't leave a due run for the worker test
-        httpx.delete(f"{prefect_server.api_url}/flow_runs/{resp.json()['id']}", timeout=30)
+        http.delete(f"{prefect_server.api_url}/flow_runs/{resp.json()['id']}", timeout=30)
     assert resp.status_code in (409, 422), resp.text
     assert field in resp.text
 
@@ -162,13 +162,13 @@ def test_bad_parameter_is_rejected(
 def test_bad_job_variable_for_a_run_is_rejected(
     prefect_server: Any, deployed: dict[str, str], job_variables: dict[str, Any], field: str
 ) -> None:
-    resp = httpx.post(
+    resp = http.post(
         f"{prefect_server.api_url}/deployments/{deployed['train-adhoc']}/create_flow_run",
         json={"job_variables": job_variables},
         timeout=30,
     )
     if resp.status_code == 201:
-        httpx.delete(f"{prefect_server.api_url}/flow_runs/{resp.json()['id']}", timeout=30)
+        http.delete(f"{prefect_server.api_url}/flow_runs/{resp.json()['id']}", timeout=30)
     assert resp.status_code in (409, 422), resp.text
     assert field in resp.text
 
@@ -204,13 +204,13 @@ def test_deploy_rejects_a_missing_secret_name(
         "entrypoint": adhoc["entrypoint"],
         "job_variables": {**adhoc["job_variables"], "sftp_secret_name": ""},
     }
-    resp = httpx.post(f"{api}/deployments/", json=body, timeout=30)
+    resp = http.post(f"{api}/deployments/", json=body, timeout=30)
     assert resp.status_code == 422, resp.text
     assert "Validation failed for field 'sftp_secret_name'" in resp.text
     assert "no-secret" not in _deployment_names(api)
 
 
 def _deployment_names(api: str) -> set[str]:
-    resp = httpx.post(f"{api}/deployments/filter", json={}, timeout=30)
+    resp = http.post(f"{api}/deployments/filter", json={}, timeout=30)
     resp.raise_for_status()
     return {d["name"] for d in resp.json()}

@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from kubetrain.store import LATEST, ArtifactStore, LocalBackend
 from kubetrain.training.handoff import CACHE_DIR, STAGING_DIR
 from tests.kube_helpers import REPO_ROOT, _child_env, load_prefect_yaml, wait_for_state
+from tests.prefect_api import http
 from tests.sshd import Sshd
 from tests.train_helpers import write_original_layout_csv
 
@@ -36,12 +36,14 @@ MODELS = ["lda", "knn"]
 FOLDS = 2
 
 
+def _get(api: str, path: str) -> Any:
+    resp = http.get(f"{api}{path}", timeout=30)
+    assert resp.status_code < 300, resp.text
+    return resp.json()
+
+
 def _post(api: str, path: str, body: dict[str, Any]) -> Any:
-    for attempt in range(10):  # a busy SQLite-backed test server answers 503 now and then
-        resp = httpx.post(f"{api}{path}", json=body, timeout=30)
-        if resp.status_code not in (429, 503):
-            break
-        time.sleep(0.5 * (attempt + 1))
+    resp = http.post(f"{api}{path}", json=body, timeout=30)
     assert resp.status_code < 300, resp.text
     return resp.json()
 
@@ -311,13 +313,28 @@ def _kill_a_child_mid_fit(worker: Worker, run_id: str) -> dict[str, Any]:
                     },
                 },
             )
-            if running:
-                victim = next(c for c in children if c["id"] == running[0]["flow_run_id"])
+            for task_run in running:
+                victim = _get(worker.api, f"/flow_runs/{task_run['flow_run_id']}")
+                # Task-run states reach the API through events, seconds late under load: the fit
+                # may be over and the process gone (or a zombie, which ignores the signal). Only a
+                # child the API still has RUNNING, whose process is alive, is killed mid-fit.
+                if victim["state"]["type"] != "RUNNING" or not victim["infrastructure_pid"]:
+                    continue
                 pid = int(str(victim["infrastructure_pid"]).rsplit(":", 1)[-1])
-                os.kill(pid, signal.SIGKILL)
-                return victim
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+                    return dict(victim)
         time.sleep(0.2)
     raise AssertionError(f"no child was seen fitting\n{worker.log.read_text()[-3000:]}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_ten_local_runs_at_once_publish_ten_versions_and_latest_names_the_newest(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -20,6 +19,7 @@ from flows.train import train
 from kubetrain.inference import InferenceError
 from kubetrain.store import IntegrityError
 from kubetrain.store.sftp import SftpBackend
+from tests.prefect_api import http
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_letters.csv"
 NAME = re.compile(r"(?P<version>\d{8}T\d{6}Z-[0-9a-f]{8})-\d{8}T\d{6}Z-[0-9a-f]{8}\.csv")
@@ -45,7 +45,7 @@ def _files(folder: Path) -> list[str]:
 
 
 def _latest_markdown(api: str, key: str) -> str:
-    artifacts = httpx.post(
+    artifacts = http.post(
         f"{api}/artifacts/filter",
         json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1},
     ).json()

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from flows.train import train
+from tests.prefect_api import http
 from tests.train_helpers import LocalHttpServer, original_layout_frame
 
 SECRETS = ("hunter2", "TOKENVALUE42")
@@ -35,11 +34,11 @@ def test_http_credentials_in_the_data_url_are_redacted_everywhere(
     assert manifest["data"]["source"].endswith("/d.csv?token=REDACTED&part=1")
     run_id = str(state.state_details.flow_run_id)
     api = prefect_server.api_url
-    run = httpx.get(f"{api}/flow_runs/{run_id}").json()
-    artifacts = httpx.post(
+    run = http.get(f"{api}/flow_runs/{run_id}").json()
+    artifacts = http.post(
         f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     ).json()
-    logs = httpx.post(
+    logs = http.post(
         f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}
     ).json()
     recorded = {

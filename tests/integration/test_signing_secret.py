@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +28,7 @@ from tests.kube_helpers import (
     render_deployment_job,
     replay_pod_locally,
 )
+from tests.prefect_api import http
 
 SECRET_ENV = {
     "KUBETRAIN_SIGNING_KEY_DATA": "signing.pem",
@@ -66,7 +66,7 @@ def test_a_run_can_name_another_signing_secret_and_a_bad_name_is_refused() -> No
 
 
 def _create_run(api: str, deployment_id: str, destination: str, experiment: str) -> str:
-    resp = httpx.post(
+    resp = http.post(
         f"{api}/deployments/{deployment_id}/create_flow_run",
         json={
             "parameters": {"models": ["lda"], "destination": destination, "experiment": experiment},

@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from kubetrain.k8s import sample_flow_run_objects, schema_errors
@@ -31,11 +30,12 @@ from tests.kube_helpers import (
     replay_pod_locally,
     secret_mounts,
 )
+from tests.prefect_api import http
 from tests.sshd import Sshd
 
 
 def _create_run(api: str, deployment_id: str, destination: str, experiment: str) -> str:
-    resp = httpx.post(
+    resp = http.post(
         f"{api}/deployments/{deployment_id}/create_flow_run",
         json={
             # small and fast: one LDA model on the bundled sample (in the image's workdir)
@@ -146,10 +146,10 @@ def test_deadline_sigterm_reschedules_and_limits_end_it(
     api = prefect_server.api_url
     template = pool_template("prod", TEST_IMAGE)
     asyncio.run(upsert_work_pool("kubetrain-k8s", template))
-    flow_id = httpx.post(f"{api}/flows/", json={"name": "kubetrain-sleeper"}, timeout=30).json()[
+    flow_id = http.post(f"{api}/flows/", json={"name": "kubetrain-sleeper"}, timeout=30).json()[
         "id"
     ]
-    resp = httpx.post(
+    resp = http.post(
         f"{api}/deployments/",
         json={
             "name": "sleeper",
@@ -172,7 +172,7 @@ def test_deadline_sigterm_reschedules_and_limits_end_it(
     secrets = {"kubetrain-sftp": {"id": b"unused", "known_hosts": b"unused"}}
 
     def new_run(seconds: float) -> str:
-        run = httpx.post(
+        run = http.post(
             f"{api}/deployments/{deployment_id}/create_flow_run",
             json={"parameters": {"seconds": seconds}},
             timeout=30,
@@ -181,7 +181,7 @@ def test_deadline_sigterm_reschedules_and_limits_end_it(
 
     def start(run_id: str, name: str, **extra: str) -> Any:
         # What the worker does before it creates the Job: the run is Pending.
-        httpx.post(
+        http.post(
             f"{api}/flow_runs/{run_id}/set_state",
             json={"state": {"type": "PENDING"}, "force": True},
             timeout=30,

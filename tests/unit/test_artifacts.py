@@ -17,6 +17,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from kubetrain.manifest import build_manifest, new_version, write_version_files
 from kubetrain.training.engine import ModelResult
+from tests.prefect_api import http
 
 VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
@@ -151,7 +152,6 @@ def test_version_markdown_survives_markdown_rendering(tmp_path: Path, results) -
 def test_predict_reports_a_preview_where_it_wrote_and_when_it_scored_training_data(
     prefect_server, tmp_path: Path
 ) -> None:
-    import httpx
 
     from flows.predict import predict
     from flows.train import train
@@ -169,7 +169,7 @@ def test_predict_reports_a_preview_where_it_wrote_and_when_it_scored_training_da
         assert outcome.version == trained.version
         assert outcome.training_data is is_training_data
         run_id = _latest_run_id(api, "predict")
-        artifacts = httpx.post(
+        artifacts = http.post(
             f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
         ).json()
         by_key = {a["key"]: a for a in artifacts}
@@ -184,9 +184,8 @@ def test_predict_reports_a_preview_where_it_wrote_and_when_it_scored_training_da
 
 
 def _latest_run_id(api: str, flow_name: str) -> str:
-    import httpx
 
-    runs = httpx.post(
+    runs = http.post(
         f"{api}/flow_runs/filter",
         json={"flows": {"name": {"any_": [flow_name]}}, "sort": "START_TIME_DESC", "limit": 1},
     ).json()

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 from typer.testing import CliRunner
 
 from kubetrain.cli import build_app
 from kubetrain.registry import aliases
 from kubetrain.store import open_store
+from tests.prefect_api import http
 from tests.registry_helpers import EXP, make_version, version_name
 
 V1, V2, V3 = version_name(1), version_name(2), version_name(3)
@@ -24,7 +24,7 @@ def kubetrain(*argv: str) -> Any:
 
 
 def artifacts(server: Any, key: str) -> list[dict[str, Any]]:
-    found = httpx.post(
+    found = http.post(
         f"{server.api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}
     ).json()
     return [

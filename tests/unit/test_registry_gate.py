@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from kubetrain.registry import aliases
 from kubetrain.registry.gate import GateConfig, GateConfigError, check_gate, run_gate
 from kubetrain.store import open_store
+from tests.prefect_api import http
 from tests.registry_helpers import EXP, make_version, version_name
 from tests.train_helpers import write_original_layout_csv
 
@@ -112,7 +112,7 @@ def test_train_flow_gates_the_alias_end_to_end(prefect_server, tmp_path: Path) -
     decisions = []
     for outcome in (first, second):
         run_id = outcome.manifest["flow_run_id"]
-        artifacts = httpx.post(
+        artifacts = http.post(
             f"{prefect_server.api_url}/artifacts/filter",
             json={
                 "artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["quality-gate"]}}
@@ -131,7 +131,7 @@ def test_train_flow_gates_the_alias_end_to_end(prefect_server, tmp_path: Path) -
     wanted = "quality gate @production: kept the alias, did not promote"
     deadline = time.monotonic() + 20
     while True:  # run logs reach the server in batches
-        logs = httpx.post(
+        logs = http.post(
             f"{prefect_server.api_url}/logs/filter",
             json={"logs": {"flow_run_id": {"any_": [second.manifest["flow_run_id"]]}}},
         ).json()

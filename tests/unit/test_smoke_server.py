@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-import httpx
 from prefect import flow
+
+from tests.prefect_api import http
 
 
 @flow(name="smoke")
@@ -14,8 +15,8 @@ def test_flow_runs_against_real_server(prefect_server):
     assert state.result() == 2
     # This run, not any completed run another test left on the shared server.
     run_id = state.state_details.flow_run_id
-    run = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()
+    run = http.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()
     assert run["state_type"] == "COMPLETED"
     assert run["parameters"] == {"x": 1}
-    flow = httpx.get(f"{prefect_server.api_url}/flows/{run['flow_id']}").json()
+    flow = http.get(f"{prefect_server.api_url}/flows/{run['flow_id']}").json()
     assert flow["name"] == "smoke"

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 from flows.train import DEFAULT_DATA, train
 from kubetrain.cli import build_app
 from tests.conftest import REPO_ROOT
+from tests.prefect_api import http
 from tests.train_helpers import write_original_layout_csv
 
 PARAMETERS = [
@@ -160,10 +160,10 @@ def test_flow_publishes_a_complete_version_and_reports(prefect_server, tmp_path:
 
     run_id = manifest["flow_run_id"]
     api = prefect_server.api_url
-    run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+    run = http.get(f"{api}/flow_runs/{run_id}").json()
     assert run["state_type"] == "COMPLETED"
     assert run["name"] == "letters: lda+nn+knn, 5 folds"
-    artifacts = httpx.post(
+    artifacts = http.post(
         f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     ).json()
     by_key = {a["key"]: a for a in artifacts}
@@ -183,7 +183,7 @@ def test_flow_publishes_a_complete_version_and_reports(prefect_server, tmp_path:
     assert markdown.count("](data:image/png;base64,") == 4  # cv scores + a matrix per model
     assert '"model_params": {' in markdown  # parameters as JSON, not Python reprs
 
-    task_runs = httpx.post(
+    task_runs = http.post(
         f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
     ).json()
     by_name = {t["name"]: t for t in task_runs}

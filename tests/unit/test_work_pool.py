@@ -24,6 +24,7 @@ from kubetrain.k8s import (
     upsert_work_pool,
 )
 from tests.kube_helpers import TEST_IMAGE, StandinKubernetesApi, write_kubeconfig
+from tests.prefect_api import http
 
 
 @pytest.fixture
@@ -155,9 +156,8 @@ def test_ensure_work_pool_flow_twice_then_unchanged(
     assert set(second["manifests"].values()) == {"unchanged"}
     assert "/api/v1/namespaces/kubetrain/secrets/kubetrain-sftp" in api.objects
     # Each step is a task run of its own, visible in the UI.
-    import httpx
 
-    runs = httpx.post(
+    runs = http.post(
         f"{prefect_server.api_url}/task_runs/filter",
         json={"flow_runs": {"id": {"any_": [str(first_state.state_details.flow_run_id)]}}},
         timeout=30,
@@ -187,8 +187,6 @@ def test_ensure_work_pool_refuses_an_invalid_template_before_creating_the_pool(
 ) -> None:
     import json
 
-    import httpx
-
     template = copy.deepcopy(load_base_job_template())
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
         "containers"
@@ -198,7 +196,7 @@ def test_ensure_work_pool_refuses_an_invalid_template_before_creating_the_pool(
     path.write_text(json.dumps(template))
     with pytest.raises(WorkPoolError, match=r"securityContext\.runAsUser"):
         ensure_work_pool(pool="kubetrain-k8s-invalid", template=str(path), image=TEST_IMAGE)
-    resp = httpx.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-invalid", timeout=30)
+    resp = http.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-invalid", timeout=30)
     assert resp.status_code == 404
 
 
@@ -218,11 +216,10 @@ def test_cli_reports_a_bad_environment_without_a_traceback(prefect_server: Any) 
 def test_ensure_work_pool_takes_the_image_from_kubetrain_image(
     prefect_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import httpx
 
     monkeypatch.setenv("KUBETRAIN_IMAGE", "registry.example.com/kubetrain:9.9.9")
     assert ensure_work_pool(pool="kubetrain-k8s-env-image")["pool"] == "created"
-    pool = httpx.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-env-image", timeout=30)
+    pool = http.get(f"{prefect_server.api_url}/work_pools/kubetrain-k8s-env-image", timeout=30)
     props = pool.json()["base_job_template"]["variables"]["properties"]
     assert props["image"]["default"] == "registry.example.com/kubetrain:9.9.9"
     monkeypatch.setenv("KUBETRAIN_IMAGE", "kubetrain:latest")

@@ -1,0 +1,30 @@
+"""Plain HTTP calls to the tests' Prefect server, retried while it is busy, as Prefect's client is.
+
+The session's server keeps its database in SQLite; while runs write to it, a request can meet a
+locked database and the server answers 503 ("Service Unavailable", Prefect's signal that the
+request may be retried), or 429. Prefect's own client retries those; the tests' direct calls go
+through `http` below, which does the same, so a busy moment is not a failed test.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+BUSY = frozenset({429, 503})
+ATTEMPTS = 10
+
+
+class _RetryWhileBusy(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(1, ATTEMPTS + 1):
+            response = super().handle_request(request)
+            if response.status_code not in BUSY or attempt == ATTEMPTS:
+                return response
+            response.close()
+            time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+
+http = httpx.Client(transport=_RetryWhileBusy(), timeout=30)
