@@ -17,6 +17,11 @@ from kubetrain.data import SAMPLE_DATA as DEFAULT_DATA
 from kubetrain.data import resolve_sample
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from uuid import UUID
+
+    from prefect.futures import PrefectFuture
+
     from kubetrain.data import Dataset
     from kubetrain.training.engine import FitOutcome, Job, TrainingConfig
 
@@ -136,6 +141,69 @@ def fan_out_fits(
             get_run_logger().warning("staging area not cleared: %s", cleared.message)
 
 
+def fit_in_this_pod(
+    dataset: Dataset,
+    config: TrainingConfig,
+    jobs: list[Job],
+    progress: UUID,
+    *,
+    reused: int,
+    total: int,
+    cache: tuple[str, str, Mapping[tuple[str, int | None], str]] | None,
+) -> tuple[list[FitOutcome], list[PrefectFuture[FitOutcome]]]:
+    """Every job as a fit task run over this pod's worker processes; outcomes as they finish.
+
+    With `cache` (destination, experiment, keys) the finished fits are kept for reuse, also when
+    another fit failed: a retried run then reuses them.
+    """
+    from prefect.futures import as_completed
+    from prefect.logging import get_run_logger
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from kubetrain.training.engine import default_workers, describe_fit
+    from tasks.fanout import cache_fits
+    from tasks.report import advance_progress
+    from tasks.training import fit
+
+    logger = get_run_logger()
+    # As many workers as without the cache: one worker fits in-process, and an estimator that
+    # never crossed a pickle is written to its model file in other bytes.
+    workers = min(default_workers(), total)
+    logger.info("training %d fits on %d worker process(es), %d reused", len(jobs), workers, reused)
+    fresh: list[FitOutcome] = []
+    futures: list[PrefectFuture[FitOutcome]] = []
+    # One thread per worker process, jobs longest first: each fit task starts when a worker is
+    # free, so a task run's duration in the UI is its fit's.
+    runner: ThreadPoolTaskRunner[FitOutcome] = ThreadPoolTaskRunner(max_workers=workers)
+    try:
+        with runner:
+            futures = [
+                runner.submit(
+                    fit,
+                    {
+                        "dataset": dataset,
+                        "config": config,
+                        "model": job.model,
+                        "fold": job.fold,
+                        "workers": workers,
+                    },
+                )
+                for job in jobs
+            ]
+            for done, future in enumerate(as_completed(futures), start=reused + 1):
+                outcome = future.result()
+                advance_progress(progress, done, total)
+                what = describe_fit(outcome.model, outcome.fold)
+                logger.info("[%d/%d] %s done in %.1fs", done, total, what, outcome.seconds)
+                fresh.append(outcome)
+    finally:
+        if cache is not None and fresh:
+            kept = cache_fits(*cache, fresh, return_state=True)
+            if not kept.is_completed():
+                logger.warning("finished fits not kept for reuse: %s", kept.message)
+    return fresh, futures
+
+
 @dataclass(frozen=True)
 class TrainOutcome:
     """What a train run published."""
@@ -217,10 +285,8 @@ def train(
             model, fold, parameters and library versions, from the fit cache kept next to the
             versions in the destination; off: fit everything again and keep nothing.
     """
-    from prefect.futures import PrefectFuture, as_completed
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
-    from prefect.task_runners import ThreadPoolTaskRunner
 
     from kubetrain.data import describe
     from kubetrain.manifest import build_manifest, new_version
@@ -233,7 +299,6 @@ def train(
         TrainingConfig,
         check_fit_constraints,
         collect,
-        default_workers,
         describe_fit,
         empty_results,
         plan_jobs,
@@ -241,11 +306,10 @@ def train(
     from kubetrain.training.fanout import check_fit_resources
     from kubetrain.training.handoff import fit_key
     from tasks.data import load_data
-    from tasks.fanout import cache_fits, reuse_cached_fits
+    from tasks.fanout import reuse_cached_fits
     from tasks.report import advance_progress, plot, report, start_progress
     from tasks.run_record import redact_run_parameters
     from tasks.store import check_destination, publish, serialize
-    from tasks.training import fit
     from tasks.versions import quality_gate
 
     parameters = redact_run_parameters(dict(flow_run.parameters))
@@ -303,48 +367,15 @@ def train(
             version=version,
             reuse_fits=reuse_fits,
         )
-        for done, outcome in enumerate(fresh, start=len(reused) + 1):
-            collect(outcome, results, dataset.y)
+        for done, _ in enumerate(fresh, start=len(reused) + 1):
             advance_progress(progress, done, total)
     else:
-        # As many workers as without the cache: one worker fits in-process, and an estimator
-        # that never crossed a pickle is written to its model file in other bytes.
-        workers = min(default_workers(), total)
-        logger.info(
-            "training %d fits on %d worker process(es), %d reused",
-            len(jobs), workers, len(reused),
+        fresh, futures = fit_in_this_pod(
+            dataset, config, jobs, progress, reused=len(reused), total=total,
+            cache=(destination, experiment, keys) if reuse_fits else None,
         )  # fmt: skip
-        fresh = []
-        # One thread per worker process, jobs longest first: each fit task starts when a worker
-        # is free, so a task run's duration in the UI is its fit's.
-        runner: ThreadPoolTaskRunner[FitOutcome] = ThreadPoolTaskRunner(max_workers=workers)
-        try:
-            with runner:
-                futures = [
-                    runner.submit(
-                        fit,
-                        {
-                            "dataset": dataset,
-                            "config": config,
-                            "model": job.model,
-                            "fold": job.fold,
-                            "workers": workers,
-                        },
-                    )
-                    for job in jobs
-                ]
-                for done, future in enumerate(as_completed(futures), start=len(reused) + 1):
-                    outcome = future.result()
-                    collect(outcome, results, dataset.y)
-                    advance_progress(progress, done, total)
-                    what = describe_fit(outcome.model, outcome.fold)
-                    logger.info("[%d/%d] %s done in %.1fs", done, total, what, outcome.seconds)
-                    fresh.append(outcome)
-        finally:  # also when a fit failed: a retried run reuses the ones that finished
-            if reuse_fits and fresh:
-                kept = cache_fits(destination, experiment, keys, fresh, return_state=True)
-                if not kept.is_completed():
-                    logger.warning("finished fits not kept for reuse: %s", kept.message)
+    for outcome in fresh:
+        collect(outcome, results, dataset.y)
 
     with tempfile.TemporaryDirectory(prefix="kubetrain-version-") as tmp:
         files = serialize(results, Path(tmp), wait_for=futures)
