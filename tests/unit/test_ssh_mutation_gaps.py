@@ -255,3 +255,19 @@ def test_a_damaged_key_with_a_needless_passphrase_names_the_key_file(
     message = str(raised.value)
     assert f"the SSH private key from key file {key} is not a readable" in message
     assert "passphrase" not in message
+
+
+def test_a_passphrase_file_keeps_trailing_spaces_and_drops_only_the_line_end(
+    tmp_path: Path,
+) -> None:
+    """Editors end the file with a newline; a space at the end is part of the passphrase."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "two words ", "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("two words \r\n")
+    loaded = KeySource(path=key, passphrase_file=passphrase).load()
+    assert loaded.get_base64() == Path(f"{key}.pub").read_text().split()[1]
