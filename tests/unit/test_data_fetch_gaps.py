@@ -211,3 +211,22 @@ def test_a_redirect_to_a_non_http_url_asks_for_the_final_http_url(tmp_path: Path
     assert "redirected to a non-HTTP location" in str(caught.value)
     assert "give the final http(s) URL" in str(caught.value)
     assert server.requests == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_download_past_its_deadline_says_how_far_it_got_and_what_to_raise(
+    tmp_path: Path,
+) -> None:
+    # 100 one-byte chunks 0.05 s apart: every read is quick, the whole takes 5 s, the budget 1 s.
+    target = tmp_path / "d.csv"
+    with (
+        _ScriptedServer([b"1"] * 100) as server,
+        pytest.raises(TransientFetchError) as caught,
+    ):
+        fetch_http(server.url(), target, timeout=1.0)
+    message = str(caught.value)
+    assert f"127.0.0.1:{server.httpd.server_address[1]}/d.csv" in message
+    assert "not finished within 1s" in message
+    assert "bytes so far" in message
+    assert "KUBETRAIN_HTTP_TIMEOUT" in message
+    assert not target.exists()
