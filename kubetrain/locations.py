@@ -194,7 +194,7 @@ def _parse_sftp(url: str, what: str, error: type[UserError]) -> SftpUrl:
     if parts.query or parts.fragment:
         raise error(f"{what} {shown} must not have a query or fragment; expected {SFTP_FORM}")
     path = unquote(parts.path)
-    if path in ("", "/"):
+    if posixpath.normpath(path or "/").strip("/") in ("", "."):  # "/", "//", "/./", ...
         raise error(f"{what} {shown} names no directory on the server; expected {SFTP_FORM}")
     if any(ord(c) < 32 for c in path) or ".." in path.split("/"):
         raise error(f"{what} {shown}: the path must not contain '..' or control characters")

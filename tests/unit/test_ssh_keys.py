@@ -187,6 +187,10 @@ def test_parse_sftp_url_forms() -> None:
         ("sftp://store.example/srv", "names no user"),
         ("sftp://u@store.example", "names no directory"),
         ("sftp://u@store.example/", "names no directory"),
+        # The server's root in other spellings: a store there would mix with the whole disk.
+        ("sftp://u@store.example//", "names no directory"),
+        ("sftp://u@store.example/./", "names no directory"),
+        ("sftp://u@store.example/%2F", "names no directory"),
         ("sftp://u@store.example:99999/srv", "invalid port"),
         ("sftp://u@store.example:abc/srv", "invalid port"),
         ("sftp://u@store.example:0/srv", "invalid port"),
