@@ -30,6 +30,7 @@ from kubetrain.training.engine import (
     train_models,
 )
 
+# Restated, not imported: a test that read the engine's own list could not notice one dropped.
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -189,35 +190,23 @@ def test_empty_results_show_each_models_configured_parameters_and_unscored_folds
         assert all(len(s) == 3 and all(np.isnan(s)) for s in result.scores.values())
 
 
+def _fold(
+    fold: int, seconds: float, accuracy: float, rows: list[int], labels: list[str]
+) -> FitOutcome:
+    """A fold's outcome as fit_one returns it."""
+    return FitOutcome(
+        "lda", fold, seconds, scores={"accuracy": accuracy},
+        test_index=np.array(rows), predictions=np.array(labels),
+    )  # fmt: skip
+
+
 def test_collect_adds_up_the_seconds_and_places_string_predictions_by_row() -> None:
     y = np.array(["ant", "bee", "cat", "ant"])
     config = TrainingConfig(models=["lda"], folds=2)
     results = empty_results(config)
     collect(FitOutcome("lda", None, 1.5, estimator="model"), results, y)
-    collect(
-        FitOutcome(
-            "lda",
-            1,
-            2.0,
-            scores={"accuracy": 0.5},
-            test_index=np.array([1, 3]),
-            predictions=np.array(["bee", "cat"]),
-        ),
-        results,
-        y,
-    )
-    collect(
-        FitOutcome(
-            "lda",
-            0,
-            0.25,
-            scores={"accuracy": 1.0},
-            test_index=np.array([0, 2]),
-            predictions=np.array(["ant", "cat"]),
-        ),
-        results,
-        y,
-    )
+    collect(_fold(1, 2.0, 0.5, [1, 3], ["bee", "cat"]), results, y)
+    collect(_fold(0, 0.25, 1.0, [0, 2], ["ant", "cat"]), results, y)
     result = results["lda"]
     assert result.seconds == 3.75
     assert result.estimator == "model"
