@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -47,16 +49,36 @@ def published_versions(destination: Path) -> list[Path]:
     )
 
 
-class LocalHttpServer:
+class BackgroundHttpServer:
+    """An http.server on 127.0.0.1 answering with `handler`, served from a thread while entered."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        # shutdown() returns at serve_forever's next poll: 0.5 s per test with the default.
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class LocalHttpServer(BackgroundHttpServer):
     """An http.server on 127.0.0.1 in a thread: serves `files`, fails the first `fail_first`
     requests with `fail_status`, answers unknown paths with 404, and counts requests."""
 
     def __init__(
         self, files: dict[str, bytes], fail_first: int = 0, fail_status: int = 503
     ) -> None:
-        import http.server
-        import threading
-
         self.files = files
         self.fail_first = fail_first
         self.fail_status = fail_status
@@ -64,7 +86,7 @@ class LocalHttpServer:
         self.authorizations: list[str | None] = []  # the Authorization header of each request
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
                 server.authorizations.append(self.headers.get("Authorization"))
@@ -83,23 +105,7 @@ class LocalHttpServer:
             def log_message(self, format: str, *args: object) -> None:
                 return None
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        # shutdown() returns at serve_forever's next poll: 0.5 s per test with the default.
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def __enter__(self) -> LocalHttpServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 class StallingServer:

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from kubetrain.data import DataError, TransientFetchError, fetch_http
-from tests.train_helpers import LocalHttpServer, StallingServer
+from tests.train_helpers import BackgroundHttpServer, LocalHttpServer, StallingServer
 
 LIMIT = 10
 
 
-class _ScriptedServer:
+class _ScriptedServer(BackgroundHttpServer):
     """An HTTP/1.1 server on 127.0.0.1 in a thread that answers every GET with 200 and `chunks`:
     with `content_length` announced if given (then the chunks are written raw and the connection
     closed, so a short body is cut off), else in chunked transfer encoding, one chunk per write
@@ -30,7 +30,6 @@ class _ScriptedServer:
         redirect_to: str | None = None,
     ) -> None:
         import http.server
-        import threading
 
         server = self
         self.requests = 0
@@ -70,21 +69,10 @@ class _ScriptedServer:
             def log_message(self, format: str, *args: object) -> None:
                 return None
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(Handler)
 
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/d.csv"
-
-    def __enter__(self) -> _ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def url(self, path: str = "/d.csv") -> str:
+        return super().url(path)
 
 
 @pytest.fixture
