@@ -18,14 +18,15 @@ from kubetrain.training.fanout import (
     Child,
     FanOutError,
     find_fit_deployment,
+    stop_children,
     wait_for_children,
-    wait_until_final,
 )
 from kubetrain.training.handoff import Entry, clear_staging, read_outcome, write_outcome
 from tasks.retries import IO_RETRIES
 
 Fit = tuple[str, int | None]
-# How long a failed fan-out waits for its cancelled children to stop before cleaning up.
+# How long a stopped fan-out waits for its cancelled children to stop before cleaning up: well
+# inside the 30 s a worker (or Kubernetes) gives a cancelled run before killing it.
 SETTLE_SECONDS = 15.0
 
 
@@ -96,9 +97,11 @@ def fan_out(children: Sequence[Child], parent_flow_run_id: Any) -> None:
         # Bounded by KUBETRAIN_FANOUT_TIMEOUT and, on Kubernetes, by this run's own timeout.
         timeout = min(settings.fanout_timeout, flow_timeout_seconds(settings.job_deadline) or inf)
         wait_for_children(children, deployment, timeout=timeout, log=log)
-    except Exception:
-        # Cancelled children may still be writing: let them stop before staging is cleared.
-        wait_until_final(children, SETTLE_SECONDS)
+    except BaseException:
+        # A failed child, the timeout, or this run stopped (Prefect turns the SIGTERM of a
+        # cancellation into a BaseException): the rest is not needed, and cancelled children may
+        # still be writing, so they are stopped before the staging area is cleared.
+        stop_children(children, log, settle=SETTLE_SECONDS)
         raise
 
 

@@ -9,8 +9,9 @@ back through the store's staging area (kubetrain.training.handoff).
 `wait_for_children` polls the children until each is in a final state. Completed ones are done;
 a Crashed one (its pod or process died: killed, evicted) is replaced by a new run of the same
 fit up to CRASH_RETRIES times; any other final state fails the parent with the child's name and
-reason, as does the timeout. Then the unfinished children are cancelled; when the parent itself
-is cancelled the server's cancellation clean-up also cancels its subflow runs.
+reason, as does the timeout. Then, and when the parent itself is stopped (cancelled from the
+UI, its pod deleted), `stop_children` cancels the unfinished children and waits, bounded, until
+they are final.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from kubetrain.training.handoff import fit_name
 FIT_FLOW = "train-fit"
 CRASH_RETRIES = 2
 POLL_SECONDS = 1.0
+# How long a child that never started is left to a worker that removes its infrastructure.
+HANDOVER_SECONDS = 5.0
 _MESSAGE_LIMIT = 600
 # A Kubernetes quantity as the pool's job template takes it: "500m", "2", "1.5", "512Mi", "4Gi".
 _QUANTITY = r"^(\d+(\.\d+)?|\.\d+)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
@@ -175,84 +178,100 @@ def wait_for_children(
     deadline = time.monotonic() + timeout
     finished = 0
     with get_client(sync_client=True) as client:
-        try:
-            while finished < len(children):
-                waiting = {c.flow_run_id: c for c in children if not c.done}
-                runs = client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(waiting)))
-                )
-                for run in runs:
-                    child, state = waiting[run.id], run.state
-                    if state is None or not state.is_final():
-                        continue
-                    reason = _short(state.message or "no message", _MESSAGE_LIMIT)
-                    if state.is_completed():
-                        child.done = True
-                        finished += 1
-                        log.info("[%d/%d] %s completed", finished, len(children), child.name)
-                    elif state.is_crashed() and child.crashes < crash_retries:
-                        child.crashes += 1
-                        log.warning(
-                            "%s crashed (%s); starting it again (%d/%d)",
-                            child.name, reason, child.crashes, crash_retries,
-                        )  # fmt: skip
-                        child.start(deployment)
-                    else:
-                        raise FanOutError(
-                            f"child run {child.name} ended {state.name}: {reason}; see that "
-                            "run's logs and fix the cause (fits that finished are reused when "
-                            "train runs again)"
-                        )
-                if finished < len(children):
-                    if time.monotonic() > deadline:
-                        left = [c.name for c in children if not c.done]
-                        raise FanOutError(
-                            f"fan-out timed out after {timeout:.0f}s with {len(left)} fit(s) "
-                            f"unfinished ({_short(', '.join(left), 200)}); raise "
-                            "KUBETRAIN_FANOUT_TIMEOUT or give the cluster more nodes"
-                        )
-                    time.sleep(poll)
-        except BaseException:
-            # A failed child, the timeout, or this run being stopped: the rest is not needed.
-            cancel_children(client, children, log)
-            raise
+        while finished < len(children):
+            waiting = {c.flow_run_id: c for c in children if not c.done}
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(waiting)))
+            )
+            for run in runs:
+                child, state = waiting[run.id], run.state
+                if state is None or not state.is_final():
+                    continue
+                reason = _short(state.message or "no message", _MESSAGE_LIMIT)
+                if state.is_completed():
+                    child.done = True
+                    finished += 1
+                    log.info("[%d/%d] %s completed", finished, len(children), child.name)
+                elif state.is_crashed() and child.crashes < crash_retries:
+                    child.crashes += 1
+                    log.warning(
+                        "%s crashed (%s); starting it again (%d/%d)",
+                        child.name, reason, child.crashes, crash_retries,
+                    )  # fmt: skip
+                    child.start(deployment)
+                else:
+                    raise FanOutError(
+                        f"child run {child.name} ended {state.name}: {reason}; see that "
+                        "run's logs and fix the cause (fits that finished are reused when "
+                        "train runs again)"
+                    )
+            if finished < len(children):
+                if time.monotonic() > deadline:
+                    left = [c.name for c in children if not c.done]
+                    raise FanOutError(
+                        f"fan-out timed out after {timeout:.0f}s with {len(left)} fit(s) "
+                        f"unfinished ({_short(', '.join(left), 200)}); raise "
+                        "KUBETRAIN_FANOUT_TIMEOUT or give the cluster more nodes"
+                    )
+                time.sleep(poll)
 
 
-def cancel_children(client: Any, children: Sequence[Child], log: Any) -> None:
-    """Cancel every child not in a final state (a running one through its worker)."""
+def stop_children(
+    children: Sequence[Child],
+    log: Any,
+    *,
+    settle: float,
+    handover: float = HANDOVER_SECONDS,
+    poll: float = POLL_SECONDS,
+) -> None:
+    """Cancel every unfinished child and wait, at most `settle` seconds, until each is final.
+
+    A child still Scheduled is Cancelled at once. Any other is first set to Cancelling: the server
+    lets a Cancelling run go nowhere but Cancelled (`EnforceCancellingToCancelledTransition`), so a
+    child that had not started its flow can no longer start it. Whatever runs a started child (the
+    process runner, the pod's `prefect flow-run execute`) stops it; a child that never started is
+    left `handover` seconds to a worker that removes its infrastructure, then marked Cancelled
+    here: its runner may have missed the Cancelling event, and its engine only exits on seeing
+    Cancelling, so without this it would stay Cancelling until the server's 300 s clean-up.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.states import Cancelled, Cancelling
 
     message = "The parent train run stopped: this fit is no longer needed."
-    for child in children:
-        if child.done or child.flow_run_id is None:
-            continue
-        try:
-            state = client.read_flow_run(child.flow_run_id).state
-            if state is None or state.is_final():
-                continue
-            started = state.is_pending() or state.is_running() or state.is_cancelling()
-            new: Any = Cancelling(message=message) if started else Cancelled(message=message)
-            client.set_flow_run_state(child.flow_run_id, new, force=True)
-            log.info("cancelled %s", child.name)
-        except Exception as error:  # best effort: the server also cancels orphaned subflows
-            log.warning("could not cancel %s: %s", child.name, _short(error, 200))
-
-
-def wait_until_final(children: Sequence[Child], timeout: float, poll: float = POLL_SECONDS) -> None:
-    """Wait (bounded) until cancelled children stopped, so none writes after the clean-up."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    ids = [c.flow_run_id for c in children if not c.done and c.flow_run_id]
-    deadline = time.monotonic() + timeout
+    by_id = {c.flow_run_id: c for c in children if not c.done and c.flow_run_id is not None}
+    start = time.monotonic()
     with get_client(sync_client=True) as client:
-        while ids and time.monotonic() < deadline:
+
+        def unfinished() -> list[Any]:
             runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(by_id)))
             )
-            ids = [r.id for r in runs if r.state is None or not r.state.is_final()]
-            if ids:
-                time.sleep(poll)
+            return [r for r in runs if r.state is not None and not r.state.is_final()]
+
+        def set_state(run: Any, state: Any) -> None:
+            try:
+                client.set_flow_run_state(run.id, state, force=True)
+            except Exception as error:  # best effort: the server also cancels orphaned subflows
+                log.warning("could not cancel %s: %s", by_id[run.id].name, _short(error, 200))
+
+        if not by_id:
+            return
+        for run in unfinished():
+            scheduled = run.state.is_scheduled() and not run.infrastructure_pid
+            set_state(run, Cancelled(message=message) if scheduled else Cancelling(message=message))
+            log.info("cancelled %s", by_id[run.id].name)
+        while (left := unfinished()) and time.monotonic() - start < settle:
+            if time.monotonic() - start >= handover:
+                for run in left:
+                    if run.start_time is None and run.state.is_cancelling():
+                        set_state(run, Cancelled(message=f"{message} It never started."))
+            time.sleep(poll)
+    if left:
+        log.warning(
+            "%d child run(s) still stopping after %.0fs: %s",
+            len(left), settle, _short(", ".join(by_id[r.id].name for r in left), 200),
+        )  # fmt: skip
 
 
 def child_key(parent_flow_run_id: UUID, run_count: int, model: str, fold: int | None) -> str:

@@ -383,3 +383,41 @@ def test_local_mode_reuses_the_cache_but_refits_a_tampered_entry(
     (progress,) = [a for a in artifacts if a["type"] == "progress"]
     # The final fit's payload failed its check: fitted again, not loaded.
     assert progress["description"].endswith("; 2 reused from the fit cache: lda fold 1, lda fold 2")
+
+
+def test_cancelling_the_parent_cancels_its_children_and_publishes_nothing(
+    worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
+) -> None:
+    run_id = worker.start(
+        {
+            "data": str(data_csv), "models": ["nn"],
+            "model_params": {"nn": {"hidden_layer_sizes": [256], "max_iter": 400}},
+            "folds": FOLDS, "destination": sshd.url(store_dir), "experiment": "stopped",
+            "fits": "fan-out", "reuse_fits": False,
+        }
+    )  # fmt: skip
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not any(c["state"]["type"] == "RUNNING" for c in worker.children(run_id)):
+        assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
+        time.sleep(0.2)
+    # What the UI's Cancel button does: the parent goes to Cancelling, its worker stops it.
+    _post(
+        worker.api,
+        f"/flow_runs/{run_id}/set_state",
+        {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
+    )
+    worker.finish(run_id, expect="CANCELLED")
+    deadline = time.monotonic() + 120
+    while True:
+        children = worker.children(run_id)
+        states = {c["name"]: c["state"]["type"] for c in children}
+        if set(states.values()) <= FINAL or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    detail = json.dumps(
+        [(c["name"], c["state"]["type"], c["state"]["message"], c["start_time"]) for c in children]
+    )
+    assert set(states.values()) <= FINAL, f"{detail}\n{worker.log.read_text()[-6000:]}"
+    assert "CANCELLED" in set(states.values()), detail
+    assert _versions(store_dir, "stopped") == []
+    assert ArtifactStore(LocalBackend(store_dir)).latest("stopped") is None
