@@ -188,6 +188,22 @@ def test_helm_values_set_no_env_the_chart_sets() -> None:
     assert _helm_values()["worker"]["config"]["jobNamespace"] == "kubetrain"
 
 
+def test_workers_delete_the_jobs_of_runs_cancelled_before_they_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.settings import Settings
+
+    (dep,) = _docs(INFRA_DIR / "worker-deployment.yaml")
+    plain = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    for env in (plain, _helm_values()["worker"]["extraEnvVars"]):
+        values = {e["name"]: e.get("value") for e in env}
+        monkeypatch.setenv("PREFECT_WORKER_ENABLE_CANCELLATION", values.get(
+            "PREFECT_WORKER_ENABLE_CANCELLATION", ""))  # fmt: skip
+        assert Settings().worker.enable_cancellation is True
+    monkeypatch.delenv("PREFECT_WORKER_ENABLE_CANCELLATION")
+    assert Settings().worker.enable_cancellation is False  # the pinned Prefect's default
+
+
 def test_workers_refuse_to_create_the_pool() -> None:
     import subprocess
     import sys
