@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     signing_key_data: SecretStr | None = Field(
         None, description="The Ed25519 signing key text itself (PEM or OpenSSH format)."
     )
+    require_signatures: bool = Field(
+        False,
+        description="Train refuses to run without a signing key and predict without a "
+        "verification key, instead of skipping signing (a missing or misnamed Secret then fails "
+        "the run).",
+    )
     verify_key: Path | None = Field(
         None, description="Path to the Ed25519 public key versions must be signed with."
     )

@@ -132,6 +132,19 @@ def _public_key(data: bytes, setting: str) -> Ed25519PublicKey:
 
 
 def signing_key() -> Ed25519PrivateKey | None:
+    """The key train signs with; None when none is configured, unless signatures are required."""
+    key = _configured_signing_key()
+    if key is None and get_settings().require_signatures:
+        raise SigningKeyError(
+            "KUBETRAIN_REQUIRE_SIGNATURES is set but no signing key is configured: set "
+            "KUBETRAIN_SIGNING_KEY (a file) or KUBETRAIN_SIGNING_KEY_DATA; in the cluster, create "
+            "the Secret the job variable signing_secret_name names (default kubetrain-signing) "
+            "with the key signing.pem, or check that name's spelling"
+        )
+    return key
+
+
+def _configured_signing_key() -> Ed25519PrivateKey | None:
     """The configured private key (KUBETRAIN_SIGNING_KEY file or _DATA text), if any."""
     settings = get_settings()
     if settings.signing_key is not None:
@@ -151,7 +164,7 @@ def verification_key() -> Ed25519PublicKey | None:
         return _public_key(data, "KUBETRAIN_VERIFY_KEY")
     if settings.verify_key_data is not None:
         return _public_key(settings.verify_key_data.encode(), "KUBETRAIN_VERIFY_KEY_DATA")
-    private = signing_key()
+    private = _configured_signing_key()
     return private.public_key() if private is not None else None
 
 
@@ -186,9 +199,16 @@ def fetch_trusted(
     The signature is checked on the very manifest fetch verified the files against, after the
     download and before anything is loaded, so a manifest swapped in between cannot slip through.
     """
+    public = verification_key()
+    if public is None and get_settings().require_signatures:
+        raise SigningKeyError(
+            "KUBETRAIN_REQUIRE_SIGNATURES is set but no verification key is configured: set "
+            "KUBETRAIN_VERIFY_KEY (a file) or KUBETRAIN_VERIFY_KEY_DATA; in the cluster, create "
+            "the Secret the job variable signing_secret_name names with the key verify.pem, or "
+            "check that name's spelling"
+        )
     version = resolve(store, experiment, ref)
     local = store.fetch(experiment, version, destination, verify=True)
-    public = verification_key()
     if public is not None:
         manifest = json.loads((local / MANIFEST).read_text())
         try:

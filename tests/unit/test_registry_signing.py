@@ -163,3 +163,31 @@ def test_key_material_never_appears_in_errors(
         get_settings()
     assert body not in str(raised_settings.value)
     assert "KUBETRAIN_SIGNING_KEY" in str(raised_settings.value)
+
+
+def test_required_signatures_fail_without_a_key_instead_of_skipping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("SIGNING_KEY", "SIGNING_KEY_DATA", "VERIFY_KEY", "VERIFY_KEY_DATA"):
+        monkeypatch.delenv(f"KUBETRAIN_{name}", raising=False)
+    url = str(tmp_path / "store")
+    with open_store(url) as store:
+        make_version(store, tmp_path, V1, {"lda": 0.8})  # unsigned
+    assert signing.signing_key() is None  # not required: signing is skipped, as before
+    monkeypatch.setenv("KUBETRAIN_REQUIRE_SIGNATURES", "true")
+    # A train pod whose Secret name is misspelled has no key: it fails instead of publishing
+    # unsigned versions, and the message says where the key should come from.
+    with pytest.raises(SigningKeyError) as raised:
+        signing.signing_key()
+    for fact in ("KUBETRAIN_REQUIRE_SIGNATURES", "KUBETRAIN_SIGNING_KEY", "signing.pem"):
+        assert fact in str(raised.value)
+    # predict: refused before the version is fetched.
+    with pytest.raises(SigningKeyError) as raised:
+        load_version(url, EXP, V1, tmp_path / "work")
+    for fact in ("KUBETRAIN_REQUIRE_SIGNATURES", "KUBETRAIN_VERIFY_KEY", "verify.pem"):
+        assert fact in str(raised.value)
+    assert not (tmp_path / "work" / V1).exists()
+    # A verification key alone is enough for predict; the unsigned version is then refused.
+    monkeypatch.setenv("KUBETRAIN_VERIFY_KEY_DATA", public_pem(Ed25519PrivateKey.generate()))
+    with pytest.raises(SignatureError, match="not signed"):
+        load_version(url, EXP, V1, tmp_path / "work")
