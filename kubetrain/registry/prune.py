@@ -37,6 +37,7 @@ from kubetrain.store import (
     MANIFEST,
     PART_SUFFIX,
     ArtifactStore,
+    IntegrityError,
     StoreError,
     validate_name,
 )
@@ -45,7 +46,6 @@ from kubetrain.training.handoff import (
     CACHE_DIR,
     STAGING_DIR,
     Entry,
-    IntegrityError,
     read_record,
     remove_entry,
     remove_tree,
@@ -83,10 +83,12 @@ class LeftoverDecision:
 
 
 def _action(delete: bool) -> str:
+    """The plan table's action column."""
     return "DELETE" if delete else "keep"
 
 
 def _entries(count: int) -> str:
+    """'1 entry', '3 entries'."""
     return f"{count} {'entry' if count == 1 else 'entries'}"
 
 
@@ -377,11 +379,13 @@ def _remove_staging(store: ArtifactStore, plan: PrunePlan, result: PruneResult) 
         shown = f"{STAGING_DIR}/{decision.name}"
         try:
             if backend.kind(folder) == "dir":
-                for fit in backend.listdir(folder):
-                    remove_entry(store, Entry(posixpath.join(folder, fit)))
+                for name in backend.listdir(folder):
+                    fit = posixpath.join(folder, name)
+                    if backend.kind(fit) == "dir":
+                        remove_entry(store, Entry(fit))
             remove_tree(store, folder)
         except (StoreError, OSError) as error:
-            result.skipped[shown] = f"not fully removed ({type(error).__name__}); prune again"
+            result.skipped[shown] = f"not fully removed ({error}); prune again"
             continue
         if backend.kind(folder) is not None:
             result.skipped[shown] = "not fully removed (not empty); prune again"
@@ -412,7 +416,7 @@ def _remove_cache_entries(store: ArtifactStore, plan: PrunePlan, result: PruneRe
             remove_entry(store, entry)
         except (StoreError, OSError) as error:
             # Its record is gone already: nobody reuses it, a later prune removes the rest.
-            result.skipped[shown] = f"not fully removed ({type(error).__name__}); prune again"
+            result.skipped[shown] = f"not fully removed ({error}); prune again"
             continue
         result.deleted_cache.append(decision.name)
 
