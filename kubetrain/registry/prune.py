@@ -222,7 +222,7 @@ def plan_prune(
 
 
 def _folder_names(store: ArtifactStore, folder: str) -> list[str]:
-    """The entries of folder, oldest-named first; none when it is no folder."""
+    """The entries of folder, sorted by name; none when it is no folder (or a symlink)."""
     if store.backend.kind(folder) != "dir":
         return []
     return sorted(store.backend.listdir(folder))

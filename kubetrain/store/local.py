@@ -56,6 +56,7 @@ class LocalBackend:
         return entry_kind(mode)
 
     def modified(self, path: str) -> float | None:
+        """When path last changed (lstat: a symlink's own time); None when it does not exist."""
         try:
             return self._path(path).lstat().st_mtime
         except FileNotFoundError:
