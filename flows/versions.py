@@ -176,17 +176,21 @@ def versions_prune(
     keep_days: float = 30.0,
     grace_hours: float = 24.0,
     delete: bool = False,
+    list_cache: bool = False,
 ) -> RegistryOutcome:
-    """Plan (and with delete, carry out) removing old versions; protected ones always stay.
+    """Plan (and with delete, carry out) removing old versions, fit-cache entries and staging.
 
     Args:
         source: The store: a folder, file:///abs/path or sftp://user@host[:port]/path.
         experiment: Experiment to prune.
         keep_last: Always keep this many newest complete versions (at least 1).
-        keep_days: Always keep versions younger than this many days.
-        grace_hours: Remove incomplete leftovers (no manifest) only once older than this; make
-            it longer than your longest training run, whose publish may still be under way.
+        keep_days: Always keep versions younger than this many days; fit-cache entries go once
+            cached longer ago than this.
+        grace_hours: Remove incomplete leftovers (no manifest, fan-out staging, fit-cache
+            entries without a record) only once older than this; make it longer than your
+            longest training run, whose publish may still be under way.
         delete: Really delete. Without it the plan is only printed.
+        list_cache: List every fit-cache entry; without it, one line per action and reason.
     """
     from prefect.artifacts import create_table_artifact
     from prefect.logging import get_run_logger
@@ -196,10 +200,10 @@ def versions_prune(
 
     plan = plan_prune(source, experiment, keep_last, keep_days, grace_hours)
     result = execute_prune(source, plan) if delete else None
-    text = plan_text(plan, result)
+    text = plan_text(plan, result, list_cache)
     create_table_artifact(
         key="prune-plan",
-        table=plan.rows() or [{"version": "(nothing stored)"}],
+        table=plan.rows(list_cache) or [{"version": "(nothing stored)"}],
         description=text.split("\n", 1)[0] + ("" if delete else " (dry run)"),
     )
     get_run_logger().info("%s", text)

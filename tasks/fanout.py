@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from math import inf
 from typing import Any
 
@@ -62,7 +63,9 @@ def cache_fits(
     with open_store(destination) as store:
         for outcome in outcomes:
             key = keys[(outcome.model, outcome.fold)]
-            write_outcome(store, Entry.cached(experiment, key), outcome, key=key)
+            # When it was cached: `versions prune` deletes entries older than keep_days.
+            written = datetime.now(UTC).isoformat(timespec="seconds")
+            write_outcome(store, Entry.cached(experiment, key), outcome, key=key, written=written)
 
 
 @task(name="check-data", cache_policy=NO_CACHE)

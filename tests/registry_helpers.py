@@ -6,13 +6,15 @@ own ArtifactStore.publish, so every scenario runs in seconds on either backend.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import pickle
 import posixpath
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubetrain.registry import aliases, prune
 from kubetrain.registry.signing import sign_manifest
 from kubetrain.store import MANIFEST, ArtifactStore, open_store, sha256_file
+from kubetrain.training.engine import FitOutcome
+from kubetrain.training.handoff import (
+    CACHE_DIR,
+    RECORD,
+    STAGING_DIR,
+    Entry,
+    read_outcome,
+    write_outcome,
+)
 
 EXP = "letters"
 
 
 def version_name(day: int, tag: int = 0) -> str:
     """A version name of the store's form, `day` days after 2026-01-01 (UTC)."""
-    from datetime import timedelta
 
     moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day, seconds=tag)
     return f"{moment:%Y%m%dT%H%M%SZ}-{tag:08x}"
@@ -243,6 +253,110 @@ def killed_prune_never_shows_a_partial_version(url: str, workdir: Path, points: 
             prune.execute_prune(store, plan(store_url))
             assert store.list_versions(EXP) == sorted([OLD[2], RECENT, *NEWEST])
             assert plan(store_url).delete_incomplete == []
+
+
+# -- the fit cache and fan-out staging left in the experiment folder -----------------------
+
+# The plans' clock: files the scenarios write now are 2 days old by it.
+T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+CACHE_OLD, CACHE_YOUNG, CACHE_LEGACY = "a" * 64, "b" * 64, "c" * 64
+CACHE_BROKEN, CACHE_ORPHAN, CACHE_WRITING = "d" * 64, "e" * 64, "f" * 64
+STAGED_OLD = f"{T0 - timedelta(days=3):%Y%m%dT%H%M%SZ}-0000dead"
+STAGED_YOUNG = f"{T0 - timedelta(hours=1):%Y%m%dT%H%M%SZ}-00000001"
+OUTCOME = FitOutcome("lda", 0, 0.5, scores={"accuracy": 0.9})
+
+
+def cache_row(key: str) -> str:
+    """How the plan table names a cache entry."""
+    return f"{CACHE_DIR}/{key[:12]}…"
+
+
+def populate_cache_and_staging(url: str, root: Path) -> None:
+    """Written through the store at url, whose folder is root on this machine: cache entries of
+    every kind, an abandoned staging area (with a stray file) and a running parent's."""
+    with open_store(url) as store:
+        backend = store.backend
+        stamp = {
+            CACHE_OLD: (T0 - timedelta(days=40)).isoformat(),
+            CACHE_YOUNG: (T0 - timedelta(days=1)).isoformat(),
+        }
+        for key, written in stamp.items():
+            write_outcome(store, Entry.cached(EXP, key), OUTCOME, key=key, written=written)
+        write_outcome(store, Entry.cached(EXP, CACHE_LEGACY), OUTCOME, key=CACHE_LEGACY)
+        write_outcome(store, Entry.cached(EXP, CACHE_BROKEN), OUTCOME, key=CACHE_BROKEN)
+        backend.write_bytes(f"{EXP}/{CACHE_DIR}/{CACHE_BROKEN}/{RECORD}", b"{")
+        # A write killed before its record, and one under way now (files touched an hour ago).
+        for key in (CACHE_ORPHAN, CACHE_WRITING):
+            backend.makedirs(f"{EXP}/{CACHE_DIR}/{key}")
+            backend.write_bytes(f"{EXP}/{CACHE_DIR}/{key}/{'0' * 64}.joblib.1a2b.part", b"half")
+        for version in (STAGED_OLD, STAGED_YOUNG):
+            for fold in (0, 1):
+                staged = dataclasses.replace(OUTCOME, fold=fold)
+                write_outcome(store, Entry.staged(EXP, version, "lda", fold), staged)
+        backend.write_bytes(f"{EXP}/{STAGING_DIR}/{STAGED_OLD}/stray.part", b"x")
+    writing = root / EXP / CACHE_DIR / CACHE_WRITING
+    recent = (T0 - timedelta(hours=1)).timestamp()
+    for path in (writing, *writing.iterdir()):
+        os.utime(path, (recent, recent))
+
+
+def plan_at_t0(url: str) -> prune.PrunePlan:
+    """The plan at T0 keeping 30 days with a 24 h grace period."""
+    with open_store(url) as store:
+        return prune.plan_prune(store, EXP, keep_last=1, keep_days=30, grace_hours=24, now=T0)
+
+
+def run_cache_prune_and_check(url: str, root: Path) -> None:
+    """Plan, dry run and deletion of the cache and staging scenario (shared with the SFTP test)."""
+    populate_cache_and_staging(url, root)
+    planned = plan_at_t0(url)
+    rows = {row["version"]: row for row in planned.rows(list_cache=True)}
+    assert rows[cache_row(CACHE_OLD)]["action"] == "DELETE"
+    assert "written more than 30 days ago" in rows[cache_row(CACHE_OLD)]["why"]
+    assert rows[cache_row(CACHE_YOUNG)]["action"] == "keep"
+    assert "written within 30 days" in rows[cache_row(CACHE_YOUNG)]["why"]
+    assert rows[cache_row(CACHE_LEGACY)]["action"] == "keep"
+    assert "age unknown" in rows[cache_row(CACHE_LEGACY)]["why"]
+    assert rows[cache_row(CACHE_BROKEN)]["action"] == "DELETE"
+    assert "not a fit record" in rows[cache_row(CACHE_BROKEN)]["why"]
+    assert rows[cache_row(CACHE_ORPHAN)]["action"] == "DELETE"
+    assert "no record.json" in rows[cache_row(CACHE_ORPHAN)]["why"]
+    assert rows[cache_row(CACHE_WRITING)]["action"] == "keep"
+    assert "grace period" in rows[cache_row(CACHE_WRITING)]["why"]
+    assert rows[f".staging/{STAGED_OLD}"]["action"] == "DELETE"
+    assert rows[f".staging/{STAGED_YOUNG}"]["action"] == "keep"
+    assert "grace period" in rows[f".staging/{STAGED_YOUNG}"]["why"]
+
+    before = sorted(str(p) for p in root.rglob("*"))
+    text = prune.plan_text(planned, None)
+    assert "fit cache: delete 3 entries, keep 3" in text
+    assert "staging: delete 1 folder(s), keep 1" in text
+    assert "dry run: nothing was deleted" in text
+    assert sorted(str(p) for p in root.rglob("*")) == before
+
+    store = open_store(url)
+    # A run reusing the old entry does not keep it alive: its age is since it was cached.
+    assert read_outcome(store, Entry.cached(EXP, CACHE_OLD), "lda", 0) is not None
+    result = prune.execute_prune(store, planned)
+    assert result.skipped == {}, result.skipped
+    cache = root / EXP / CACHE_DIR
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [CACHE_YOUNG, CACHE_LEGACY, CACHE_WRITING]
+    )
+    staging = root / EXP / STAGING_DIR
+    assert [p.name for p in staging.iterdir()] == [STAGED_YOUNG]
+    for key in (CACHE_YOUNG, CACHE_LEGACY):
+        assert read_outcome(store, Entry.cached(EXP, key), "lda", 0) is not None
+    assert read_outcome(store, Entry.staged(EXP, STAGED_YOUNG, "lda", 1), "lda", 1) is not None
+    assert "deleted 0 version(s) and 0 leftover(s), 3 fit-cache entries, 1 staging folder(s)" in (
+        prune.plan_text(planned, result)
+    )
+    # Once the last staging area is abandoned too, `.staging` itself goes.
+    later = prune.plan_prune(store, EXP, 1, 30, 24, now=T0 + timedelta(days=1))
+    prune.execute_prune(store, later)
+    assert not staging.exists()
+    assert (cache / CACHE_WRITING).exists() is False  # its write never finished: a leftover now
+    store.backend.close()
 
 
 # -- signing ---------------------------------------------------------------------------

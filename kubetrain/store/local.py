@@ -55,6 +55,13 @@ class LocalBackend:
             return None
         return entry_kind(mode)
 
+    def modified(self, path: str) -> float | None:
+        """When path last changed (lstat: a symlink's own time); None when it does not exist."""
+        try:
+            return self._path(path).lstat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def upload(self, source: Path, path: str, progress: ProgressCallback | None) -> None:
         total = source.stat().st_size
         target = self._path(path)

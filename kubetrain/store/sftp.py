@@ -487,6 +487,17 @@ class SftpBackend:
 
         return self._run("stat", path, look)
 
+    def modified(self, path: str) -> float | None:
+        """When path last changed on the server, by lstat; None when it does not exist."""
+
+        def look(sftp: paramiko.SFTPClient) -> float | None:
+            try:
+                return sftp.lstat(self._full(path)).st_mtime
+            except FileNotFoundError:
+                return None
+
+        return self._run("stat", path, look)
+
     @staticmethod
     def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
         try:

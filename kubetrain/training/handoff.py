@@ -165,6 +165,23 @@ def write_outcome(store: ArtifactStore, entry: Entry, outcome: FitOutcome, **ext
     backend.replace(record_part, posixpath.join(entry.folder, RECORD))
 
 
+def read_record(store: ArtifactStore, entry: Entry) -> dict[str, Any] | None:
+    """The entry's record.json, None when there is none; IntegrityError when it is no record."""
+    record_path = posixpath.join(entry.folder, RECORD)
+    if store.backend.kind(record_path) != "file":
+        return None
+    try:
+        record = json.loads(store.backend.read_bytes(record_path, MAX_RECORD_BYTES))
+        payload, digest = record["payload"], record["sha256"]
+        if not isinstance(payload, str) or not isinstance(digest, str) or "/" in payload:
+            raise TypeError("payload")
+    except (ValueError, KeyError, TypeError) as error:
+        raise IntegrityError(
+            f"{store.url}/{record_path} is not a fit record ({type(error).__name__})"
+        ) from None
+    return dict(record)
+
+
 def read_outcome(
     store: ArtifactStore, entry: Entry, model: str, fold: int | None
 ) -> FitOutcome | None:
@@ -175,17 +192,12 @@ def read_outcome(
     import joblib
 
     backend = store.backend
-    record_path = posixpath.join(entry.folder, RECORD)
-    if backend.kind(record_path) != "file":
+    record = read_record(store, entry)
+    if record is None:
         return None
-    try:
-        record = json.loads(backend.read_bytes(record_path, MAX_RECORD_BYTES))
-        payload, expected = str(record["payload"]), str(record["sha256"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise IntegrityError(
-            f"{store.url}/{record_path} is not a fit record ({type(error).__name__})"
-        ) from None
-    if (record.get("model"), record.get("fold")) != (model, fold) or "/" in payload:
+    record_path = posixpath.join(entry.folder, RECORD)
+    payload, expected = record["payload"], record["sha256"]
+    if (record.get("model"), record.get("fold")) != (model, fold):
         raise IntegrityError(
             f"{store.url}/{record_path} records another fit than {fit_name(model, fold)}"
         )
@@ -218,6 +230,12 @@ def remove_tree(store: ArtifactStore, folder: str) -> None:
     for name in backend.listdir(folder):
         remove_tree(store, posixpath.join(folder, name))
     backend.rmdir(folder)
+
+
+def remove_entry(store: ArtifactStore, entry: Entry) -> None:
+    """Remove an entry record first (from then on nobody loads it), then its files and folder."""
+    store.backend.remove(posixpath.join(entry.folder, RECORD))
+    remove_tree(store, entry.folder)
 
 
 def clear_staging(store: ArtifactStore, experiment: str, version: str) -> None:

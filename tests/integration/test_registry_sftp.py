@@ -31,6 +31,7 @@ from tests.registry_helpers import (
     private_pem,
     promote_race,
     rewrite_model_and_manifest,
+    run_cache_prune_and_check,
     run_prune_and_check,
     version_name,
 )
@@ -82,6 +83,11 @@ def test_gate_refuses_worse_accepts_better(sshd: Sshd, remote_dir: Path, tmp_pat
 
 def test_prune_plan_and_deletion(sshd: Sshd, remote_dir: Path, tmp_path: Path) -> None:
     run_prune_and_check(sshd.url(remote_dir / "store"), tmp_path)
+
+
+def test_prune_of_fit_cache_and_staging(sshd: Sshd, remote_dir: Path) -> None:
+    # The server's folder is on this machine: the scenario is written there, pruned over SFTP.
+    run_cache_prune_and_check(sshd.url(remote_dir / "store"), remote_dir / "store")
 
 
 def test_prune_killed_mid_way(sshd: Sshd, remote_dir: Path, tmp_path: Path) -> None:

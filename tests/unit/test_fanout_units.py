@@ -15,7 +15,7 @@ from kubetrain.registry.catalog import version_candidates
 from kubetrain.registry.prune import plan_prune
 from kubetrain.store import ArtifactStore, IntegrityError, LocalBackend
 from kubetrain.training import handoff
-from kubetrain.training.engine import TrainingConfig, fit_one
+from kubetrain.training.engine import FitOutcome, TrainingConfig, fit_one
 from kubetrain.training.fanout import FanOutError, check_fit_resources
 from kubetrain.training.handoff import (
     CACHE_DIR,
@@ -193,3 +193,27 @@ def test_fit_resources_are_validated_and_filled_with_one_fit_defaults() -> None:
     assert "cpu_request, cpu_limit" in str(error.value)
     with pytest.raises(FanOutError, match="memory_limit"):
         check_fit_resources({"lda": {"memory_limit": "lots"}}, ["lda"])
+
+
+def test_a_cached_fit_records_when_it_was_written_and_reuse_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from tasks.fanout import cache_fits
+
+    outcome = FitOutcome("lda", 0, 0.5, scores={"accuracy": 0.9})
+    key = "e" * 64
+    before = datetime.now(UTC).replace(microsecond=0)
+    cache_fits.fn(str(tmp_path), "exp", {("lda", 0): key}, [outcome])
+    after = datetime.now(UTC)
+    folder = tmp_path / "exp" / CACHE_DIR / key
+    record = json.loads((folder / "record.json").read_text())
+    written = datetime.fromisoformat(record["written"])
+    assert written.utcoffset() is not None, "the time must say it is UTC"
+    assert before <= written <= after
+    # Reusing the fit writes nothing: its age still counts from when it was cached.
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+    store = ArtifactStore(LocalBackend(tmp_path))
+    assert read_outcome(store, Entry.cached("exp", key), "lda", 0) is not None
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == files

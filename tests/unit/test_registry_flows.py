@@ -68,15 +68,26 @@ def test_versions_commands_list_show_diff_promote_history_prune(
     assert "@production" in history.output
     assert V2 in history.output
 
-    dry = kubetrain("versions", "prune", "--keep-last", "1", "--keep-days", "0", *where)
+    cached = tmp_path / "store" / EXP / ".fit-cache" / ("a" * 64)
+    cached.mkdir(parents=True)
+    record = {"payload": "x.joblib", "sha256": "0" * 64, "written": "2026-01-01T00:00:00+00:00"}
+    (cached / "record.json").write_text(json.dumps(record))
+    prune = ["versions", "prune", "--keep-last", "1", "--keep-days", "0", *where]
+    dry = kubetrain(*prune, "--list-cache")
     assert "delete 1" in dry.output
     assert "dry run" in dry.output
+    line = next(line for line in dry.output.splitlines() if line.startswith(".fit-cache/"))
+    assert line.startswith(f".fit-cache/{'a' * 12}…")
+    assert line.split()[1:] == ["DELETE", "written", "more", "than", "0", "days", "ago"]
     with open_store(url) as store:
         assert store.list_versions(EXP) == [V1, V2, V3]
-    kubetrain("versions", "prune", "--keep-last", "1", "--keep-days", "0", "--delete", *where)
+    assert cached.exists()
+    done = kubetrain(*prune, "--delete")
+    assert "1 fit-cache entry" in done.output
     with open_store(url) as store:
         assert store.list_versions(EXP) == [V2, V3]  # V2 kept: @production names it
         assert aliases.read_alias(store, EXP, "production") == V2
+    assert not cached.exists()
 
 
 def test_versions_user_error_is_one_line(prefect_server: Any, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -14,18 +15,40 @@ from pathlib import Path
 import pytest
 
 from kubetrain.registry import aliases, prune
-from kubetrain.store import open_store
+from kubetrain.store import ArtifactStore, LocalBackend, open_store
+from kubetrain.training.handoff import (
+    CACHE_DIR,
+    RECORD,
+    STAGING_DIR,
+    Entry,
+    read_outcome,
+    write_outcome,
+)
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import (
+    CACHE_BROKEN,
+    CACHE_LEGACY,
+    CACHE_OLD,
+    CACHE_WRITING,
+    CACHE_YOUNG,
     EXP,
     NOW,
     OLD,
+    OUTCOME,
     RECENT,
+    STAGED_YOUNG,
+    T0,
+    Killed,
     assert_no_visible_partial_version,
+    cache_row,
+    kill_on_remove,
     killed_prune_never_shows_a_partial_version,
     manifest_path,
     plan,
+    plan_at_t0,
     populate,
+    populate_cache_and_staging,
+    run_cache_prune_and_check,
     run_prune_and_check,
     version_name,
 )
@@ -116,3 +139,67 @@ def test_version_time_from_name_or_manifest() -> None:
     assert prune.version_time("custom-name", created) == datetime(2026, 2, 1, 10, tzinfo=UTC)
     assert prune.version_time("custom-name") is None
     assert NOW - prune.version_time(RECENT) == timedelta(days=4)  # type: ignore[operator]
+
+
+# -- the fit cache and fan-out staging left in the experiment folder -----------------------
+
+
+def test_prune_deletes_old_cache_entries_and_abandoned_staging_and_says_why(
+    tmp_path: Path,
+) -> None:
+    run_cache_prune_and_check(str(tmp_path), tmp_path)
+
+
+def test_a_huge_cache_prints_one_line_per_reason_unless_listed(tmp_path: Path) -> None:
+    store = ArtifactStore(LocalBackend(tmp_path))
+    for number in range(300):
+        key = hashlib.sha256(str(number).encode()).hexdigest()
+        written = (T0 - timedelta(days=40 if number % 3 else 1)).isoformat()
+        write_outcome(store, Entry.cached(EXP, key), OUTCOME, key=key, written=written)
+    planned = plan_at_t0(str(tmp_path))
+    text = prune.plan_text(planned, None)
+    assert len(text.splitlines()) < 20
+    assert "fit cache: delete 200 entries, keep 100" in text
+    summary = {row["action"]: row for row in planned.rows() if row["version"].startswith(".fit")}
+    assert summary["DELETE"]["version"] == ".fit-cache (200 entries)"
+    assert summary["keep"]["version"] == ".fit-cache (100 entries)"
+    assert "list_cache" in text  # says how to see them all
+    listed = prune.plan_text(planned, None, list_cache=True)
+    assert all(cache_row(hashlib.sha256(str(n).encode()).hexdigest()) in listed for n in range(300))
+
+
+def test_killed_at_every_step_no_cache_or_staging_entry_is_half_there(tmp_path: Path) -> None:
+    # 3 cache entries and 2 staged fits, record (even a missing one) then payload, and a stray
+    # staged file: 11 removes.
+    for after in range(1, 12):
+        root = tmp_path / f"kill-{after}"
+        populate_cache_and_staging(str(root), root)
+        store = ArtifactStore(LocalBackend(root))
+        kill_on_remove(store, after)
+        with pytest.raises(Killed):
+            prune.execute_prune(store, plan_at_t0(str(root)))
+        store = ArtifactStore(LocalBackend(root))
+        for record in root.rglob(RECORD):
+            key_or_fit = record.parent.name
+            fold = int(key_or_fit[-1]) - 1 if key_or_fit.startswith("fit-") else 0
+            # Every entry still holding a record is whole (read_outcome checks the sha256).
+            if record.parent.name != CACHE_BROKEN:
+                entry = Entry(str(record.parent.relative_to(root)))
+                assert read_outcome(store, entry, "lda", fold) is not None, (after, record)
+        prune.execute_prune(store, plan_at_t0(str(root)))
+        cache = root / EXP / CACHE_DIR
+        assert sorted(p.name for p in cache.iterdir()) == sorted(
+            [CACHE_YOUNG, CACHE_LEGACY, CACHE_WRITING]
+        ), after
+        assert [p.name for p in (root / EXP / STAGING_DIR).iterdir()] == [STAGED_YOUNG], after
+
+
+def test_a_cache_entry_written_again_after_the_plan_is_kept(tmp_path: Path) -> None:
+    populate_cache_and_staging(str(tmp_path), tmp_path)
+    planned = plan_at_t0(str(tmp_path))
+    store = ArtifactStore(LocalBackend(tmp_path))
+    # A run fitted it again meanwhile (its old copy had been unreadable, say).
+    write_outcome(store, Entry.cached(EXP, CACHE_OLD), OUTCOME, written=T0.isoformat())
+    result = prune.execute_prune(store, planned)
+    assert "written within 30 days" in result.skipped[f".fit-cache/{CACHE_OLD}"]
+    assert read_outcome(store, Entry.cached(EXP, CACHE_OLD), "lda", 0) is not None
