@@ -9,6 +9,7 @@ through `http` below, which does the same, so a busy moment is not a failed test
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 
@@ -28,3 +29,17 @@ class _RetryWhileBusy(httpx.HTTPTransport):
 
 
 http = httpx.Client(transport=_RetryWhileBusy(), timeout=30)
+
+
+def api_get(api: str, path: str, **params: Any) -> Any:
+    """GET path from the API at api; its JSON, or a failed test showing the server's answer."""
+    response = http.get(f"{api}{path}", params=params or None)
+    assert response.status_code < 300, f"GET {path}: {response.status_code} {response.text[:2000]}"
+    return response.json()
+
+
+def api_post(api: str, path: str, body: dict[str, Any]) -> Any:
+    """POST body to path of the API at api; its JSON, or a failed test showing the answer."""
+    response = http.post(f"{api}{path}", json=body)
+    assert response.status_code < 300, f"POST {path}: {response.status_code} {response.text[:2000]}"
+    return response.json()

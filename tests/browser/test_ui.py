@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.prefect_api import http
+from tests.prefect_api import api_get, api_post, http
 from tests.train_helpers import write_original_layout_csv
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,12 +37,6 @@ DEPLOYMENT = "train-local"
 RUN_TIMEOUT = 150.0
 
 pytestmark = pytest.mark.browser
-
-
-def _api(api: str, method: str, path: str, **kwargs: Any) -> Any:
-    response = httpx.request(method, f"{api}{path}", timeout=30, **kwargs)
-    response.raise_for_status()
-    return response.json()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +59,7 @@ def deployment(prefect_server: Any, tmp_path_factory: pytest.TempPathFactory) ->
         check=False,
     )
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
-    found = _api(api, "POST", "/deployments/filter", json={})
+    found = api_post(api, "/deployments/filter", {})
     spec = next(d for d in found if d["name"] == DEPLOYMENT)
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     worker_env = env | {"PREFECT_WORKER_QUERY_SECONDS": "2", "KUBETRAIN_TRAIN_WORKERS": "1"}
@@ -120,11 +113,8 @@ def test_custom_run_form_refuses_bad_input_and_a_run_shows_fits_artifacts_and_pl
         shots.append(path)
 
     def runs() -> list[dict]:
-        return _api(
-            api,
-            "POST",
-            "/flow_runs/filter",
-            json={"deployments": {"id": {"any_": [deployment["id"]]}}},
+        return api_post(
+            api, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}}}
         )
 
     with sync_playwright() as playwright:
@@ -189,7 +179,7 @@ def test_custom_run_form_refuses_bad_input_and_a_run_shows_fits_artifacts_and_pl
             assert run["parameters"]["folds"] == 2
             assert run["parameters"]["models"] == ["lda"]
             while time.monotonic() < deadline:
-                run = _api(api, "GET", f"/flow_runs/{run['id']}")
+                run = api_get(api, f"/flow_runs/{run['id']}")
                 if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                     break
                 time.sleep(2)
@@ -208,11 +198,8 @@ def test_custom_run_form_refuses_bad_input_and_a_run_shows_fits_artifacts_and_pl
             shot(page, "task-runs")
 
             # 5. The artifacts: CV table, link to the version, plots rendered.
-            artifacts = _api(
-                api,
-                "POST",
-                "/artifacts/filter",
-                json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},
+            artifacts = api_post(
+                api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
             )
             by_key = {a["key"]: a for a in artifacts}
             page.goto(f"{ui}/artifacts/artifact/{by_key['ui-test-cv-results']['id']}")

@@ -16,7 +16,7 @@ from kubetrain.k8s.automations import (
     resolve_notify_block,
     upsert_automations,
 )
-from tests.prefect_api import http
+from tests.prefect_api import api_post, http
 
 
 def test_automations_are_created_then_unchanged_then_updated(prefect_server: Any) -> None:
@@ -57,18 +57,12 @@ def test_notify_automation_needs_an_existing_block(prefect_server: Any) -> None:
     assert asyncio.run(upsert_automations([notify])) == {notify.name: "created"}
 
 
-def _post(api: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    resp = http.post(f"{api}{path}", json=body, timeout=30)
-    assert resp.status_code in (200, 201), resp.text
-    return dict(resp.json())
-
-
 def test_stuck_pending_automation_crashes_the_run(prefect_server: Any) -> None:
     api = prefect_server.api_url
     pool = "kubetrain-k8s-stuck"
-    _post(api, "/work_pools/", {"name": pool, "type": "process"})
-    flow_id = _post(api, "/flows/", {"name": "stuck-flow"})["id"]
-    deployment_id = _post(
+    api_post(api, "/work_pools/", {"name": pool, "type": "process"})
+    flow_id = api_post(api, "/flows/", {"name": "stuck-flow"})["id"]
+    deployment_id = api_post(
         api, "/deployments/", {"name": "stuck", "flow_id": flow_id, "work_pool_name": pool}
     )["id"]
     (automation,) = [a for a in load_automations(pool) if a.name == f"{pool}-stuck-pending"]
@@ -76,8 +70,8 @@ def test_stuck_pending_automation_crashes_the_run(prefect_server: Any) -> None:
     asyncio.run(upsert_automations([automation]))
     time.sleep(2)  # the triggers service loads automations when they change
 
-    run_id = _post(api, f"/deployments/{deployment_id}/create_flow_run", {})["id"]
-    state = _post(api, f"/flow_runs/{run_id}/set_state", {"state": {"type": "PENDING"}})
+    run_id = api_post(api, f"/deployments/{deployment_id}/create_flow_run", {})["id"]
+    state = api_post(api, f"/flow_runs/{run_id}/set_state", {"state": {"type": "PENDING"}})
     assert state["status"] == "ACCEPT", state
     deadline = time.monotonic() + 90
     current: dict[str, Any] = {}

@@ -20,7 +20,7 @@ from tests.kube_helpers import (
     load_prefect_yaml,
     run_prefect_deploy,
 )
-from tests.prefect_api import http
+from tests.prefect_api import api_get, http
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,6 @@ def _no_2am(day: date, zone: ZoneInfo) -> bool:
     return before != after
 
 
-def _get(api: str, path: str) -> Any:
-    resp = http.get(f"{api}{path}", timeout=30)
-    resp.raise_for_status()
-    return resp.json()
-
-
 def test_every_deployment_in_prefect_yaml_is_registered(
     prefect_server: Any, deployed: dict[str, str]
 ) -> None:
@@ -48,7 +42,7 @@ def test_every_deployment_in_prefect_yaml_is_registered(
     specs = {d["name"]: d for d in load_prefect_yaml()["deployments"]}
     assert set(specs) <= set(deployed)
     for name, spec in specs.items():
-        dep = _get(api, f"/deployments/{deployed[name]}")
+        dep = api_get(api, f"/deployments/{deployed[name]}")
         assert dep["work_pool_name"] == spec["work_pool"]["name"]
         assert dep["tags"] == spec["tags"]
         assert dep["description"] == spec["description"]
@@ -59,11 +53,11 @@ def test_every_deployment_in_prefect_yaml_is_registered(
         # `prefect deploy` fills in {{ $PWD }} (the *-local pair): the checkout it ran in.
         pull = yaml.safe_load(yaml.safe_dump(pull).replace("{{ $PWD }}", str(REPO_ROOT)))
         assert dep["pull_steps"] == pull
-    nightly = _get(api, f"/deployments/{deployed['train-nightly']}")
+    nightly = api_get(api, f"/deployments/{deployed['train-nightly']}")
     (schedule,) = nightly["schedules"]
     assert schedule["schedule"]["cron"] == "0 2 * * *"
     assert schedule["schedule"]["timezone"] == "Europe/Berlin"
-    assert _get(api, f"/deployments/{deployed['train-adhoc']}")["schedules"] == []
+    assert api_get(api, f"/deployments/{deployed['train-adhoc']}")["schedules"] == []
     schema = nightly["parameter_openapi_schema"]["properties"]
     assert {"data", "models", "destination", "experiment", "folds"} <= set(schema)
 
@@ -196,7 +190,7 @@ def test_deploy_rejects_a_missing_secret_name(
 ) -> None:
     # The same server-side check `prefect deploy` hits (one CLI start is enough, see above).
     api = prefect_server.api_url
-    adhoc = _get(api, f"/deployments/{deployed['train-adhoc']}")
+    adhoc = api_get(api, f"/deployments/{deployed['train-adhoc']}")
     body = {
         "name": "no-secret",
         "flow_id": adhoc["flow_id"],

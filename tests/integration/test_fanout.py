@@ -26,7 +26,7 @@ import yaml
 from kubetrain.store import LATEST, ArtifactStore, LocalBackend
 from kubetrain.training.handoff import CACHE_DIR, STAGING_DIR
 from tests.kube_helpers import REPO_ROOT, _child_env, load_prefect_yaml, wait_for_state
-from tests.prefect_api import http
+from tests.prefect_api import api_get, api_post
 from tests.sshd import Sshd
 from tests.train_helpers import write_original_layout_csv
 
@@ -34,18 +34,6 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_TIMEOUT = 240.0
 MODELS = ["lda", "knn"]
 FOLDS = 2
-
-
-def _get(api: str, path: str) -> Any:
-    resp = http.get(f"{api}{path}", timeout=30)
-    assert resp.status_code < 300, resp.text
-    return resp.json()
-
-
-def _post(api: str, path: str, body: dict[str, Any]) -> Any:
-    resp = http.post(f"{api}{path}", json=body, timeout=30)
-    assert resp.status_code < 300, resp.text
-    return resp.json()
 
 
 class Worker:
@@ -59,7 +47,7 @@ class Worker:
     def start(self, parameters: dict[str, Any]) -> str:
         """Create a train-local run with these parameters; its id."""
         deployment = self.deployments["train-local"]
-        run = _post(
+        run = api_post(
             self.api, f"/deployments/{deployment}/create_flow_run", {"parameters": parameters}
         )
         return str(run["id"])
@@ -72,12 +60,12 @@ class Worker:
 
     def children(self, run_id: str) -> list[dict[str, Any]]:
         """The subflow runs of a run (through their parent task runs)."""
-        tasks = _post(self.api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+        tasks = api_post(self.api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
         ids = [t["id"] for t in tasks]
         if not ids:
             return []
         body = {"flow_runs": {"parent_task_run_id": {"any_": ids}}}
-        runs: list[dict[str, Any]] = _post(self.api, "/flow_runs/filter", body)
+        runs: list[dict[str, Any]] = api_post(self.api, "/flow_runs/filter", body)
         return runs
 
 
@@ -88,7 +76,7 @@ def worker(
     api = prefect_server.api_url
     workdir = tmp_path_factory.mktemp("fanout-worker")
     pool = f"kt-fanout-{uuid.uuid4().hex[:8]}"
-    _post(api, "/work_pools/", {"name": pool, "type": "process"})
+    api_post(api, "/work_pools/", {"name": pool, "type": "process"})
     project = load_prefect_yaml()
     wanted = [d for d in project["deployments"] if d["name"] in ("train-local", "train-fit-local")]
     for spec in wanted:
@@ -107,7 +95,7 @@ def worker(
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
-    found = _post(api, "/deployments/filter", {"work_pools": {"name": {"any_": [pool]}}})
+    found = api_post(api, "/deployments/filter", {"work_pools": {"name": {"any_": [pool]}}})
     deployments = {d["name"]: d["id"] for d in found}
     assert set(deployments) == {"train-local", "train-fit-local"}, deployments
 
@@ -239,7 +227,7 @@ def test_a_rerun_reuses_every_finished_fit_and_starts_no_child(
     second = worker.start(fanned_out["parameters"])
     worker.finish(second)
     assert worker.children(second) == []
-    logs = _post(worker.api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [second]}}})
+    logs = api_post(worker.api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [second]}}})
     reused = sorted(e["message"] for e in logs if e["message"].startswith("reused "))
     expected = [f"reused {m} final fit from the fit cache" for m in MODELS]
     expected += [f"reused {m} fold {k} from the fit cache" for m in MODELS for k in (1, 2)]
@@ -302,7 +290,7 @@ def _kill_a_child_mid_fit(worker: Worker, run_id: str) -> dict[str, Any]:
     while time.monotonic() < deadline:
         children = worker.children(run_id)
         if children:
-            running = _post(
+            running = api_post(
                 worker.api,
                 "/task_runs/filter",
                 {
@@ -314,7 +302,7 @@ def _kill_a_child_mid_fit(worker: Worker, run_id: str) -> dict[str, Any]:
                 },
             )
             for task_run in running:
-                victim = _get(worker.api, f"/flow_runs/{task_run['flow_run_id']}")
+                victim = api_get(worker.api, f"/flow_runs/{task_run['flow_run_id']}")
                 # Task-run states reach the API through events, seconds late under load: the fit
                 # may be over and the process gone (or a zombie, which ignores the signal). Only a
                 # child the API still has RUNNING, whose process is alive, is killed mid-fit.
@@ -375,7 +363,7 @@ def test_local_mode_reuses_the_cache_but_refits_a_tampered_entry(
     second = train(**options)
     files = [_version_files(Path(o.location.removeprefix("file://"))) for o in (first, second)]
     assert files[0] == files[1]
-    artifacts = _post(
+    artifacts = api_post(
         prefect_server.api_url,
         "/artifacts/filter",
         {"artifacts": {"flow_run_id": {"any_": [second.manifest["flow_run_id"]]}}},
@@ -401,7 +389,7 @@ def test_cancelling_the_parent_cancels_its_children_and_publishes_nothing(
         assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
         time.sleep(0.2)
     # What the UI's Cancel button does: the parent goes to Cancelling, its worker stops it.
-    _post(
+    api_post(
         worker.api,
         f"/flow_runs/{run_id}/set_state",
         {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kubetrain.training.fanout import Child, stop_children
-from tests.prefect_api import http
+from tests.prefect_api import api_post, http
 
 
 class ListLog:
@@ -29,19 +29,15 @@ class ListLog:
     warning = info
 
 
-def _post(api: str, path: str, body: dict[str, Any]) -> Any:
-    resp = http.post(f"{api}{path}", json=body, timeout=30)
-    assert resp.status_code < 300, resp.text
-    return resp.json()
-
-
 def _run_in(api: str, flow_id: str, name: str, *path: str) -> str:
     """A flow run taken through the given state types (forced, as its worker and engine would)."""
-    run = _post(
+    run = api_post(
         api, "/flow_runs/", {"flow_id": flow_id, "name": name, "state": {"type": "SCHEDULED"}}
     )
     for state in path:
-        _post(api, f"/flow_runs/{run['id']}/set_state", {"state": {"type": state}, "force": True})
+        api_post(
+            api, f"/flow_runs/{run['id']}/set_state", {"state": {"type": state}, "force": True}
+        )
     return str(run["id"])
 
 
@@ -62,7 +58,7 @@ def _child(name: str, run_id: str, done: bool = False) -> Child:
 
 @pytest.fixture
 def flow_id(prefect_server: Any) -> str:
-    return str(_post(prefect_server.api_url, "/flows/", {"name": "train-fit"})["id"])
+    return str(api_post(prefect_server.api_url, "/flows/", {"name": "train-fit"})["id"])
 
 
 def test_every_child_is_cancelled_and_one_that_never_started_ends_cancelled(
@@ -103,6 +99,6 @@ def test_a_cancelling_run_cannot_start_its_flow(prefect_server: Any, flow_id: st
     # stop_children relies on this server rule: a fenced child never starts fitting later.
     api = prefect_server.api_url
     run_id = _run_in(api, flow_id, "fit-c-final", "PENDING", "CANCELLING")
-    answer = _post(api, f"/flow_runs/{run_id}/set_state", {"state": {"type": "RUNNING"}})
+    answer = api_post(api, f"/flow_runs/{run_id}/set_state", {"state": {"type": "RUNNING"}})
     assert answer["status"] == "REJECT", answer
     assert _history(api, run_id)[-1][0] == "CANCELLING"
