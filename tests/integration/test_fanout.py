@@ -262,17 +262,22 @@ def test_a_model_that_raises_fails_the_parent_and_publishes_nothing(
     assert set(states) <= FINAL | {"CANCELLING"}, states  # the rest cancelled
 
 
-def test_a_child_killed_mid_fit_is_replaced_and_the_run_completes(
-    worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
-) -> None:
-    run_id = worker.start(
+def _start_slow_fan_out(worker: Worker, data_csv: Path, destination: str, experiment: str) -> str:
+    """A fan-out run of a larger nn, whose fits last long enough to be caught mid-fit."""
+    return worker.start(
         {
             "data": str(data_csv), "models": ["nn"],
             "model_params": {"nn": {"hidden_layer_sizes": [256], "max_iter": 400}},
-            "folds": FOLDS, "destination": sshd.url(store_dir), "experiment": "kill",
+            "folds": FOLDS, "destination": destination, "experiment": experiment,
             "fits": "fan-out", "reuse_fits": False,
         }
     )  # fmt: skip
+
+
+def test_a_child_killed_mid_fit_is_replaced_and_the_run_completes(
+    worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
+) -> None:
+    run_id = _start_slow_fan_out(worker, data_csv, sshd.url(store_dir), "kill")
     victim = _kill_a_child_mid_fit(worker, run_id)
     worker.finish(run_id)
     runs = worker.children(run_id)
@@ -376,14 +381,7 @@ def test_local_mode_reuses_the_cache_but_refits_a_tampered_entry(
 def test_cancelling_the_parent_cancels_its_children_and_publishes_nothing(
     worker: Worker, data_csv: Path, sshd: Sshd, store_dir: Path
 ) -> None:
-    run_id = worker.start(
-        {
-            "data": str(data_csv), "models": ["nn"],
-            "model_params": {"nn": {"hidden_layer_sizes": [256], "max_iter": 400}},
-            "folds": FOLDS, "destination": sshd.url(store_dir), "experiment": "stopped",
-            "fits": "fan-out", "reuse_fits": False,
-        }
-    )  # fmt: skip
+    run_id = _start_slow_fan_out(worker, data_csv, sshd.url(store_dir), "stopped")
     deadline = time.monotonic() + RUN_TIMEOUT
     while not any(c["state"]["type"] == "RUNNING" for c in worker.children(run_id)):
         assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
