@@ -129,6 +129,21 @@ def test_custom_run_form_refuses_bad_input_and_a_run_shows_fits_artifacts_and_pl
         )
         page = browser.new_page()
         page.set_default_timeout(30_000)
+        # The UI's API calls that failed, with the server's answer: shown when no run appears
+        # (the UI itself only says "Something went wrong").
+        failed_calls: list[str] = []
+
+        def note_failure(response: Any) -> None:
+            if response.status >= 400 and "/api/" in response.url:
+                try:
+                    answer = response.text()[:300]
+                except Exception as error:  # the body may be gone with a navigation
+                    answer = f"(no body: {type(error).__name__})"
+                failed_calls.append(
+                    f"{response.status} {response.request.method} {response.url[:200]} {answer}"
+                )
+
+        page.on("response", note_failure)
         try:
             # 1. The form: every parameter's title and its description, as written.
             page.goto(f"{ui}/deployments/deployment/{deployment['id']}/run")
@@ -171,11 +186,14 @@ def test_custom_run_form_refuses_bad_input_and_a_run_shows_fits_artifacts_and_pl
             page.locator(".p-tag", has_text=re.compile(r"^nn$")).locator(".p-tag__dismiss").click()
             expect(page.get_by_role("button", name=re.compile(r"^lda$"))).to_have_count(1)
             shot(page, "form-valid")
+            failed_calls.clear()  # step 2's refusal was expected
             page.get_by_role("button", name="Submit").click()
             deadline = time.monotonic() + RUN_TIMEOUT
             while not runs() and time.monotonic() < deadline:
                 time.sleep(1)
-            (run,) = runs()
+            found = runs()
+            assert len(found) == 1, (found, failed_calls)
+            (run,) = found
             assert run["parameters"]["folds"] == 2
             assert run["parameters"]["models"] == ["lda"]
             while time.monotonic() < deadline:
