@@ -154,6 +154,10 @@ class PublishedVersion:
         return f"{self.store_url.rstrip('/')}/{self.experiment}/{self.version}"
 
 
+# How often a write probe is tried when its experiment folder vanished under it.
+PROBE_ATTEMPTS = 3
+
+
 class ArtifactStore:
     """Versioned, atomic publishing of model sets on top of a Backend."""
 
@@ -183,13 +187,23 @@ class ArtifactStore:
         """Write and remove a probe file in the experiment; leaves no folder it created."""
         validate_name("experiment", experiment)
         validate_name("probe", token)
-        created = self.backend.makedirs(experiment)
         probe = posixpath.join(experiment, f".write-probe-{token}{PART_SUFFIX}")
-        try:
-            self.backend.write_bytes(probe, b"")
-            self.backend.remove(probe)
-        finally:
-            self._remove_empty(created)
+        for attempt in range(1, PROBE_ATTEMPTS + 1):
+            created = self.backend.makedirs(experiment)
+            try:
+                self.backend.write_bytes(probe, b"")
+            except StoreError:
+                self._remove_empty(created)
+                # Another run's probe may have removed the folder it created, empty, between
+                # this makedirs and this write (runs started together): make it again.
+                if attempt == PROBE_ATTEMPTS or self.backend.kind(experiment) is not None:
+                    raise
+                continue
+            try:
+                self.backend.remove(probe)
+            finally:
+                self._remove_empty(created)
+            return
 
     def publish(
         self,

@@ -284,6 +284,26 @@ def test_write_probe_leaves_nothing_behind(tmp_path: Path) -> None:
     assert sorted(os.listdir(root / "exp")) == [V1, "LATEST"]
 
 
+def test_write_probe_survives_another_runs_probe_removing_the_experiment_folder(
+    tmp_path: Path,
+) -> None:
+    # Ten runs at once on one experiment: another run's probe created the experiment folder and
+    # removes it again, empty, right after this run's makedirs found it there.
+    root = tmp_path / "store"
+    (root / "exp").mkdir(parents=True)
+
+    class OtherRunCleansUp(LocalBackend):
+        def makedirs(self, path: str) -> list[str]:
+            created = super().makedirs(path)
+            if not created and path == "exp":
+                (self.root / "exp").rmdir()
+            return created
+
+    store = _store(root, OtherRunCleansUp(root))
+    store.check_writable("exp", V1)  # its probe is written all the same
+    assert list(root.iterdir()) == []  # and the folder it had to create again is gone
+
+
 def test_write_probe_reports_an_unwritable_destination(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
