@@ -87,9 +87,9 @@ def _action(delete: bool) -> str:
     return "DELETE" if delete else "keep"
 
 
-def _entries(count: int) -> str:
-    """'1 entry', '3 entries'."""
-    return f"{count} {'entry' if count == 1 else 'entries'}"
+def _entries(count: int, kind: str = "") -> str:
+    """'1 entry', '3 fit-cache entries'."""
+    return f"{count} {kind}{'entry' if count == 1 else 'entries'}"
 
 
 @dataclass(frozen=True)
@@ -453,7 +453,7 @@ def plan_text(plan: PrunePlan, result: PruneResult | None, list_cache: bool = Fa
         )
         if plan.cache or plan.staging:
             done += (
-                f", {_entries(len(result.deleted_cache)).replace(' ', ' fit-cache ', 1)}, "
+                f", {_entries(len(result.deleted_cache), 'fit-cache ')}, "
                 f"{len(result.deleted_staging)} staging folder(s)"
             )
         lines.append(done)

@@ -17,7 +17,7 @@ they are final.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -162,6 +162,15 @@ class Child:
         self.flow_run_id = run.id
 
 
+def _read_runs(client: Any, ids: Iterable[UUID | None]) -> list[Any]:
+    """The flow runs with these ids, as the API has them now."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return list(
+        client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))))
+    )
+
+
 def wait_for_children(
     children: Sequence[Child],
     deployment: str,
@@ -173,16 +182,13 @@ def wait_for_children(
 ) -> None:
     """Return once every child Completed; raise FanOutError when one cannot (see module doc)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + timeout
     finished = 0
     with get_client(sync_client=True) as client:
         while finished < len(children):
             waiting = {c.flow_run_id: c for c in children if not c.done}
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(waiting)))
-            )
+            runs = _read_runs(client, waiting)
             for run in runs:
                 child, state = waiting[run.id], run.state
                 if state is None or not state.is_final():
@@ -235,18 +241,17 @@ def stop_children(
     Cancelling, so without this it would stay Cancelling until the server's 300 s clean-up.
     """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.states import Cancelled, Cancelling
 
     message = "The parent train run stopped: this fit is no longer needed."
     by_id = {c.flow_run_id: c for c in children if not c.done and c.flow_run_id is not None}
+    if not by_id:
+        return
     start = time.monotonic()
     with get_client(sync_client=True) as client:
 
         def unfinished() -> list[Any]:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(by_id)))
-            )
+            runs = _read_runs(client, by_id)
             return [r for r in runs if r.state is not None and not r.state.is_final()]
 
         def set_state(run: Any, state: Any) -> None:
@@ -255,8 +260,6 @@ def stop_children(
             except Exception as error:  # best effort: the server also cancels orphaned subflows
                 log.warning("could not cancel %s: %s", by_id[run.id].name, _short(error, 200))
 
-        if not by_id:
-            return
         for run in unfinished():
             scheduled = run.state.is_scheduled() and not run.infrastructure_pid
             set_state(run, Cancelled(message=message) if scheduled else Cancelling(message=message))
